@@ -163,7 +163,7 @@ class Grid:
 
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window's top-left pixel."""
-        return self.transform * Affine.translation(window.col0, window.row0)
+        return self.transform @ Affine.translation(window.col0, window.row0)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` of a window in CRS units."""

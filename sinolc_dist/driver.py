@@ -1,0 +1,136 @@
+"""The driver: bounded in-flight dispatch of per-shard tasks, retries, state, progress.
+
+The driver alone writes the state: workers return :class:`ChunkResult` lists
+and the driver records them in batches.  Only ``max_in_flight`` tasks are
+submitted at a time, so the scheduler and the driver stay small whatever the
+region's size.  Task keys name their chunks (``infer-c/r/c..c/r/c-a1``), so the
+dashboard shows what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from distributed import Client, as_completed
+
+from sinolc_dist.engine import ModelRef, ShardTask, run_shard
+from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.state import ChunkResult, StateStore
+
+log = logging.getLogger("sinolc_dist.driver")
+
+
+@dataclass
+class RunReport:
+    """What a dispatch did: counts, time and the failures with their reasons."""
+
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+    pixels: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def px_per_s(self) -> float:
+        """Pixels classified per second of wall time."""
+        return self.pixels / self.seconds if self.seconds else 0.0
+
+
+def shard_tasks(
+    grid: Grid, chunks: Iterable[ChunkId], input_path: str, output_path: str, model: ModelRef
+) -> Iterator[ShardTask]:
+    """Group chunks by output shard (one task per shard, chunks in (row, col) order)."""
+    by_shard: dict[ChunkId, list[ChunkId]] = defaultdict(list)
+    for cid in chunks:
+        by_shard[grid.shard_of(cid)].append(cid)
+    for sid in sorted(by_shard):
+        yield ShardTask(grid, sid, tuple(sorted(by_shard[sid])), input_path, output_path, model)
+
+
+def dispatch(
+    client: Client,
+    state: StateStore,
+    tasks: Iterable[ShardTask],
+    retries: int,
+    max_in_flight: int,
+    on_progress: Callable[[RunReport], None] = lambda r: None,
+) -> RunReport:
+    """Run tasks on the cluster, retrying failed chunks, recording every result.
+
+    A chunk that raises (or whose worker dies) is retried up to ``retries``
+    times, then recorded as failed with its reason; the rest goes on.
+    """
+    report = RunReport()
+    t_start = time.time()
+    queue = iter(tasks)
+    attempts: dict[ChunkId, int] = defaultdict(int)
+    backlog: list[ShardTask] = []
+    pending: list[ChunkResult] = []
+    last_flush = time.time()
+    seq = as_completed()
+    futures: dict[object, ShardTask] = {}
+
+    def submit_next() -> bool:
+        task = backlog.pop() if backlog else next(queue, None)
+        if task is None:
+            return False
+        n = 1 + max(attempts[c] for c in task.chunks)
+        fut = client.submit(run_shard, task, key=f"{task.key}-a{n}", pure=False, retries=0)
+        futures[fut] = task
+        seq.add(fut)
+        return True
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            state.record(pending)
+            pending.clear()
+        last_flush = time.time()
+        report.seconds = time.time() - t_start
+        on_progress(report)
+
+    for _ in range(max_in_flight):
+        if not submit_next():
+            break
+    for fut in seq:
+        task = futures.pop(fut)
+        try:
+            results = fut.result()
+        except Exception as exc:  # the task itself died (worker lost, KilledWorker, ...)
+            reason = f"{type(exc).__name__}: {exc}"
+            results = [ChunkResult(c, False, error=reason) for c in task.chunks]
+        retry: list[ChunkId] = []
+        for r in results:
+            attempts[r.chunk] += 1
+            if r.ok:
+                report.done += 1
+                w = task.grid.chunk_window(r.chunk)
+                report.pixels += w.height * w.width
+                pending.append(ChunkResult(r.chunk, True, r.worker, r.started, r.seconds,
+                                           r.checksum, attempts=attempts[r.chunk]))
+                log.info("chunk %s done on %s in %.2fs", r.chunk.key, r.worker, r.seconds)
+            elif attempts[r.chunk] <= retries:
+                retry.append(r.chunk)
+                report.retried += 1
+                log.warning("chunk %s failed (attempt %d), retrying: %s",
+                            r.chunk.key, attempts[r.chunk], r.error)
+            else:
+                report.failed += 1
+                report.errors[r.chunk.key] = r.error
+                pending.append(ChunkResult(r.chunk, False, r.worker, r.started, r.seconds,
+                                           error=r.error, attempts=attempts[r.chunk]))
+                log.error("chunk %s failed after %d attempts: %s",
+                          r.chunk.key, attempts[r.chunk], r.error)
+        if retry:
+            backlog.append(ShardTask(task.grid, task.shard, tuple(retry), task.input_path,
+                                     task.output_path, task.model))
+        submit_next()
+        if len(pending) >= 256 or time.time() - last_flush > 1.0:
+            flush()
+    flush()
+    return report

@@ -1,0 +1,269 @@
+"""The stages of one run directory in order: plan → infer → mosaic.
+
+Library functions that the CLI (and tests) call: :func:`run` resumes or starts
+a run (a second call skips finished chunks), :func:`rerun` runs chosen chunks
+again, :func:`mosaic` writes the provincial GeoTIFFs and :func:`status` reads
+the state.  Each takes the run directory; nothing here knows a scheduler.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sinolc_dist import __version__, stores
+from sinolc_dist.clusters import open_cluster, torch_threads
+from sinolc_dist.config import Workflow, load_profile, load_workflow
+from sinolc_dist.driver import RunReport, dispatch, shard_tasks
+from sinolc_dist.engine import ModelRef, check_halo, load_model
+from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
+from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.models.checkpoint import file_sha256
+from sinolc_dist.mosaic import CogReport, union_window, write_cog
+from sinolc_dist.plan import make_plan, record_plan
+from sinolc_dist.regions import province_geometries, resolve_region, to_crs
+from sinolc_dist.rundir import RunDir
+from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
+
+log = logging.getLogger("sinolc_dist")
+#: Settings that may change when a run is resumed; anything else must match.
+COMPATIBLE = frozenset({"cluster", "retries", "max_in_flight"})
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked ``run`` to do."""
+
+    run_dir: Path
+    region: str
+    workflow: str = "demo"
+    cluster: str = "local"
+    checkpoint: str | None = None
+    boundaries: str | None = None
+    mosaic: bool = True
+
+
+@dataclass
+class RunSummary:
+    """What a run did and wrote."""
+
+    rundir: RunDir
+    dashboard: str = ""
+    planned: int = 0
+    skipped: int = 0
+    report: RunReport = field(default_factory=RunReport)
+    mosaics: list[CogReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def setup_logging(rundir: RunDir) -> None:
+    """Send the driver's log to ``logs/driver.log`` (readable, one line per event)."""
+    rundir.logs.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("sinolc_dist")
+    target = str((rundir.logs / "driver.log").resolve())
+    if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+        handler = logging.FileHandler(target)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _frozen_config(req: RunRequest, wf: Workflow, ckpt: str) -> dict[str, Any]:
+    return {
+        "workflow": req.workflow,
+        "grid": wf.grid.to_dict(),
+        "model": {"checkpoint": ckpt, "sha256": file_sha256(ckpt), "patch": wf.model.patch,
+                  "amp": wf.model.amp, "device": wf.model.device},
+        "region": req.region,
+        "boundaries": req.boundaries,
+        "cluster": req.cluster,
+        "retries": wf.run.retries,
+        "max_in_flight": wf.run.max_in_flight,
+        "mosaic_crs": wf.mosaic_crs,
+    }
+
+
+def _model_ref(config: dict[str, Any], torch_threads: int) -> ModelRef:
+    m = config["model"]
+    return ModelRef(m["checkpoint"], m["patch"], m["device"], m["amp"], torch_threads)
+
+
+def run(
+    req: RunRequest, on_start: Callable[[RunSummary], None] = lambda s: None,
+    on_progress: Callable[[RunReport, int], None] = lambda r, n: None,
+    only: Iterable[ChunkId] | None = None,
+) -> RunSummary:
+    """Start or resume a run: plan once, infer the pending chunks, mosaic.
+
+    ``only`` restricts the work to given chunks (used by :func:`rerun`).
+    Raises :class:`ChunkFailures` at the end when chunks failed.
+    """
+    rundir = RunDir(Path(req.run_dir)).create()
+    setup_logging(rundir)
+    wf = load_workflow(req.workflow, req.checkpoint)
+    kind, settings = load_profile(req.cluster)
+    summary = RunSummary(rundir)
+    with rundir.driver_lock():
+        config = rundir.freeze(_frozen_config(req, wf, wf.model.checkpoint_path()), COMPATIBLE)
+        grid = Grid.from_dict(config["grid"])
+        model_ref = _model_ref(config, torch_threads(settings))
+        check_halo(grid, load_model(model_ref))
+        with StateStore(rundir.state) as state:
+            if state.get_meta("plan_region") is None:
+                record_plan(make_plan(config["region"], grid, config["boundaries"]), rundir)
+            counts = state.count()
+            summary.planned = sum(counts.values())
+            todo = state.chunk_ids(PENDING) if only is None else list(only)
+            summary.skipped = counts[DONE] if only is None else 0
+            if counts[FAILED] and only is None:
+                summary.notes.append(
+                    f"{counts[FAILED]} chunk(s) failed earlier and are not retried by `run`: "
+                    f"use `sinolc-dist rerun --run-dir {rundir.root} --failed`"
+                )
+            if not rundir.input.exists():
+                raise InputError(
+                    f"no input imagery in {rundir.input}: ingest imagery into the run directory "
+                    "first (see README), or try `sinolc-dist demo`"
+                )
+            stores.open_array(rundir.input, grid)
+            stores.create_store(rundir.output, grid, "output",
+                                attrs={"sinolc_model_sha256": config["model"]["sha256"]})
+            log.info("run %s: %d planned, %d done, %d to do", rundir.root, summary.planned,
+                     counts[DONE], len(todo))
+            if todo:
+                with open_cluster(kind, settings) as client:
+                    summary.dashboard = client.dashboard_link
+                    on_start(summary)
+                    tasks = shard_tasks(grid, todo, str(rundir.input), str(rundir.output),
+                                        model_ref)
+                    summary.report = dispatch(
+                        client, state, tasks, config["retries"], config["max_in_flight"],
+                        on_progress=lambda r: on_progress(r, len(todo)),
+                    )
+            else:
+                on_start(summary)
+    if req.mosaic:
+        summary.mosaics, notes = mosaic(rundir)
+        summary.notes.extend(notes)
+    if summary.report.failed:
+        raise ChunkFailures(
+            f"{summary.report.failed} chunk(s) failed (see `sinolc-dist status --run-dir "
+            f"{rundir.root}`); fix the cause and run `sinolc-dist rerun --run-dir {rundir.root} "
+            "--failed`"
+        )
+    return summary
+
+
+def rerun(
+    run_dir: Path, failed: bool = False, chunks: Iterable[str] = (), province: str | None = None,
+    cluster: str | None = None, **callbacks: Any,
+) -> RunSummary:
+    """Run chosen chunks again: the failed ones, given ids, or a province's."""
+    rundir = RunDir(Path(run_dir)).require()
+    config = rundir.read_config()
+    wanted: set[ChunkId] = {ChunkId.parse(c) for c in chunks}
+    with StateStore(rundir.state) as state:
+        records = list(state.records())
+        known = {r.chunk for r in records}
+        unknown = sorted(c.key for c in wanted - known)
+        if unknown:
+            raise RunDirError(f"chunk(s) {', '.join(unknown[:5])} are not in this run's plan")
+        if failed:
+            wanted |= {r.chunk for r in records if r.status == FAILED}
+        if province:
+            code = resolve_region(province).provinces[0].adcode
+            wanted |= {r.chunk for r in records if code in r.provinces}
+        state.reset(wanted)
+    req = RunRequest(rundir.root, config["region"], config["workflow"],
+                     cluster or config["cluster"], config["model"]["checkpoint"],
+                     config["boundaries"])
+    return run(req, only=sorted(wanted), **callbacks)
+
+
+def _mosaic_path(rundir: RunDir, adcode: str, name: str) -> Path:
+    return rundir.mosaics / f"{adcode}_{name.replace(' ', '-')}.tif"
+
+
+def mosaic(rundir: RunDir, allow_incomplete: bool = False) -> tuple[list[CogReport], list[str]]:
+    """Write one COG per province of the run from its done chunks.
+
+    A province with chunks not done is skipped (with a note) unless
+    ``allow_incomplete``; one whose file is newer than all its chunks is kept.
+    """
+    config = rundir.read_config()
+    grid = Grid.from_dict(config["grid"])
+    region = resolve_region(config["region"], config["boundaries"])
+    by_prov: dict[str, list[ChunkId]] = defaultdict(list)
+    status_by_prov: dict[str, Counter[str]] = defaultdict(Counter)
+    with StateStore(rundir.state) as state:
+        for rec in state.records():
+            for code in rec.provinces:
+                status_by_prov[code][rec.status] += 1
+                if rec.status == DONE:
+                    by_prov[code].append(rec.chunk)
+        last_done = state.last_finished()
+    if not by_prov:
+        return [], [f"no finished chunks in {rundir.root}: nothing to mosaic yet"]
+    classes = stores.open_array(rundir.output, grid)
+    geoms = province_geometries([p.adcode for p in region.provinces], config["boundaries"])
+    reports, notes = [], []
+    for prov in region.provinces:
+        counts = status_by_prov.get(prov.adcode, Counter())
+        if not by_prov.get(prov.adcode):
+            continue
+        missing = counts[PENDING] + counts[FAILED]
+        if missing and not allow_incomplete:
+            notes.append(f"{prov.name_en}: {missing} chunk(s) not done, mosaic skipped "
+                         "(rerun them, or mosaic with --allow-incomplete)")
+            continue
+        dst = _mosaic_path(rundir, prov.adcode, prov.name_en)
+        if dst.exists() and dst.stat().st_mtime > last_done.get(prov.adcode, 0.0):
+            notes.append(f"{prov.name_en}: {dst.name} is up to date")
+            continue
+        mask = to_crs(geoms[prov.adcode], grid.crs)
+        tags = {
+            "SINOLC_GRID": json.dumps(grid.to_dict()),
+            "SINOLC_MODEL_SHA256": config["model"]["sha256"],
+            "SINOLC_VERSION": __version__,
+            "SINOLC_RUN": str(rundir.root.resolve()),
+            "SINOLC_PROVINCE": f"{prov.adcode} {prov.name_zh} {prov.name_en}",
+            "SINOLC_COMPLETE": "no" if missing else "yes",
+            "SINOLC_DATE": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        reports.append(write_cog(dst, grid, classes, union_window(grid, by_prov[prov.adcode]),
+                                 mask_geometry=mask, tags=tags))
+    return reports, notes
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Per-province and total chunk counts, and the most frequent errors."""
+
+    total: dict[str, int]
+    provinces: dict[str, dict[str, int]]
+    errors: list[tuple[str, int]]
+    updated: float = field(default_factory=time.time)
+
+
+def status(run_dir: Path) -> StatusReport:
+    """Read a run's state without touching anything."""
+    rundir = RunDir(Path(run_dir)).require()
+    total: Counter[str] = Counter({PENDING: 0, DONE: 0, FAILED: 0})
+    provinces: dict[str, Counter[str]] = defaultdict(Counter)
+    errors: Counter[str] = Counter()
+    with StateStore(rundir.state) as state:
+        for rec in state.records():
+            total[rec.status] += 1
+            for code in rec.provinces:
+                provinces[code][rec.status] += 1
+            if rec.status == FAILED and rec.error:
+                errors[rec.error.split("\n")[0][:200]] += 1
+    return StatusReport(dict(total), {k: dict(v) for k, v in provinces.items()},
+                        errors.most_common(5))

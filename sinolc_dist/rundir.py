@@ -1,0 +1,195 @@
+"""The run directory: one folder per job holding everything durable.
+
+Layout::
+
+    <run-dir>/
+      run.json        the frozen run configuration (workflow, grid, model, region)
+      plan.json       the plan's summary per province (chunks, km², volumes)
+      state.sqlite    per-chunk records (plan membership, status, attempts, checksums)
+      input.zarr      imagery on the grid (uint8 bands, 0 = nodata)
+      output.zarr     class codes on the grid (uint8, 0 = nodata)
+      mosaics/        one GeoTIFF (COG) per province
+      logs/           driver.log and worker logs
+      driver.lock     held by the one running driver (host, PID, start time)
+
+Nothing here knows about models or clusters; it only names paths, freezes the
+configuration and guards the single driver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sinolc_dist.errors import RunDirError
+
+DEFAULT_RUN_DIR = Path("sinolc-run")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file beside its destination, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(
+            f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions "
+            "(nothing already written was changed)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """The frozen run configuration."""
+        return self.root / "run.json"
+
+    @property
+    def plan(self) -> Path:
+        """The plan summary."""
+        return self.root / "plan.json"
+
+    @property
+    def state(self) -> Path:
+        """The per-chunk state database."""
+        return self.root / "state.sqlite"
+
+    @property
+    def input(self) -> Path:
+        """The input imagery store."""
+        return self.root / "input.zarr"
+
+    @property
+    def output(self) -> Path:
+        """The output class store."""
+        return self.root / "output.zarr"
+
+    @property
+    def mosaics(self) -> Path:
+        """Folder of provincial GeoTIFFs."""
+        return self.root / "mosaics"
+
+    @property
+    def logs(self) -> Path:
+        """Folder of logs."""
+        return self.root / "logs"
+
+    @property
+    def lock(self) -> Path:
+        """The single-driver lock file."""
+        return self.root / "driver.lock"
+
+    def create(self) -> RunDir:
+        """Make the folders (idempotent)."""
+        try:
+            for p in (self.root, self.mosaics, self.logs):
+                p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(
+                f"cannot create run directory {self.root}: {exc.strerror or exc}; "
+                "choose a writable --run-dir"
+            ) from None
+        return self
+
+    def require(self) -> RunDir:
+        """Check that this is an existing run directory (has run.json)."""
+        if not self.config.is_file():
+            raise RunDirError(
+                f"{self.root} is not a run directory (no run.json): give the --run-dir of an "
+                "earlier `sinolc-dist run`/`demo`, or start one with `sinolc-dist run`"
+            )
+        return self
+
+    # ------------------------------------------------------------ frozen config
+    def read_config(self) -> dict[str, Any]:
+        """The frozen configuration, as written by :meth:`freeze`."""
+        self.require()
+        try:
+            return json.loads(self.config.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise RunDirError(
+                f"{self.config} is damaged ({exc}); restore it or start a new run directory"
+            ) from None
+
+    def freeze(self, config: dict[str, Any], compatible_keys: frozenset[str]) -> dict[str, Any]:
+        """Record the configuration on first use; afterwards refuse incompatible changes.
+
+        Keys in ``compatible_keys`` may change between runs (cluster size, in-flight
+        bound); any other difference is refused with the differences listed.
+        """
+        if not self.config.exists():
+            atomic_write_text(self.config, json.dumps(config, indent=2, sort_keys=True))
+            return config
+        frozen = self.read_config()
+        diffs = [
+            f"{k}: {frozen.get(k)!r} -> {config.get(k)!r}"
+            for k in sorted(set(frozen) | set(config))
+            if k not in compatible_keys and frozen.get(k) != config.get(k)
+        ]
+        if diffs:
+            raise RunDirError(
+                f"run directory {self.root} was started with another configuration "
+                f"({'; '.join(diffs)}); resume with the original settings or use a new --run-dir"
+            )
+        merged = {**frozen, **{k: config[k] for k in compatible_keys if k in config}}
+        if merged != frozen:
+            atomic_write_text(self.config, json.dumps(merged, indent=2, sort_keys=True))
+        return merged
+
+    # ------------------------------------------------------------------- lock
+    @contextmanager
+    def driver_lock(self) -> Iterator[None]:
+        """Hold the single-driver lock for the duration of a run.
+
+        The lock is an ``flock`` on ``driver.lock``: the kernel releases it when the
+        driver dies, so a lock left by a dead driver is taken over; a live one is
+        refused with its host, PID and start time.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+                try:
+                    info = json.loads(holder)
+                    who = f"host {info['host']}, PID {info['pid']}, started {info['started']}"
+                except (ValueError, KeyError):
+                    who = "unknown holder"
+                raise RunDirError(
+                    f"another driver is running on {self.root} ({who}); wait for it, "
+                    "stop it, or use another --run-dir"
+                ) from None
+            info = {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

@@ -1,0 +1,173 @@
+"""Per-chunk state records, written by the driver alone, crash-safe.
+
+SQLite in WAL mode: every batch of results is one transaction, so a driver
+killed at any instant leaves either the batch or nothing.  Workers never touch
+this file; they return results and the driver records them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sinolc_dist.errors import RunDirError
+from sinolc_dist.grid import ChunkId
+
+PENDING, DONE, FAILED = "pending", "done", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY,
+    row INTEGER NOT NULL,
+    col INTEGER NOT NULL,
+    provinces TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    started REAL,
+    finished REAL,
+    seconds REAL,
+    error TEXT,
+    checksum TEXT
+);
+CREATE INDEX IF NOT EXISTS chunks_status ON chunks(status);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a worker reports for one chunk."""
+
+    chunk: ChunkId
+    ok: bool
+    worker: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+    checksum: str = ""
+    error: str = ""
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One chunk's row in the state."""
+
+    chunk: ChunkId
+    provinces: tuple[str, ...]
+    status: str
+    attempts: int
+    error: str | None
+    checksum: str | None
+
+
+class StateStore:
+    """The state database of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise RunDirError(
+                f"state file {self.path} is damaged or not a state database ({exc}); "
+                "move it aside to start the run's bookkeeping afresh"
+            ) from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- the plan
+    def add_chunks(self, chunks: Iterable[tuple[ChunkId, Sequence[str]]]) -> int:
+        """Add planned chunks (with their provinces); existing ones are kept as they are."""
+        rows = ((c.key, c.row, c.col, ",".join(p)) for c, p in chunks)
+        with self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.executemany(
+                "INSERT OR IGNORE INTO chunks(id, row, col, provinces) VALUES (?, ?, ?, ?)", rows
+            )
+        return cur.rowcount
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a small named value (e.g. the plan's fingerprint)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        """Read a value stored with :meth:`set_meta`."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # ---------------------------------------------------------------- queries
+    def count(self) -> dict[str, int]:
+        """Number of chunks per status (all three keys always present)."""
+        out = {PENDING: 0, DONE: 0, FAILED: 0}
+        for status, n in self._db.execute("SELECT status, COUNT(*) FROM chunks GROUP BY status"):
+            out[status] = n
+        return out
+
+    def chunk_ids(self, status: str | None = None) -> list[ChunkId]:
+        """Chunk ids, optionally of one status, in (row, col) order."""
+        sql = "SELECT row, col FROM chunks"
+        args: tuple[str, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            args = (status,)
+        return [ChunkId(r, c) for r, c in self._db.execute(sql + " ORDER BY row, col", args)]
+
+    def records(self) -> Iterator[ChunkRecord]:
+        """Every chunk's record, in (row, col) order."""
+        for row, col, prov, status, attempts, error, checksum in self._db.execute(
+            "SELECT row, col, provinces, status, attempts, error, checksum FROM chunks "
+            "ORDER BY row, col"
+        ):
+            yield ChunkRecord(ChunkId(row, col), tuple(p for p in prov.split(",") if p),
+                              status, attempts, error, checksum)
+
+    def last_finished(self) -> dict[str, float]:
+        """Per province, the time its latest chunk finished (to know if a mosaic is stale)."""
+        out: dict[str, float] = {}
+        for prov, finished in self._db.execute(
+            "SELECT provinces, MAX(finished) FROM chunks WHERE status = 'done' GROUP BY provinces"
+        ):
+            for code in filter(None, prov.split(",")):
+                out[code] = max(out.get(code, 0.0), finished or 0.0)
+        return out
+
+    # ---------------------------------------------------------------- updates
+    def record(self, results: Sequence[ChunkResult]) -> None:
+        """Record a batch of results in one transaction (all or nothing)."""
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE chunks SET status = ?, attempts = attempts + ?, worker = ?, started = ?, "
+                "finished = ?, seconds = ?, error = ?, checksum = ? WHERE id = ?",
+                [
+                    (DONE if r.ok else FAILED, r.attempts, r.worker, r.started, now, r.seconds,
+                     r.error or None, r.checksum or None, r.chunk.key)
+                    for r in results
+                ],
+            )
+
+    def reset(self, chunks: Iterable[ChunkId]) -> None:
+        """Mark chunks pending again (for a rerun), keeping their attempt counts."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE chunks SET status = 'pending', error = NULL WHERE id = ?",
+                [(c.key,) for c in chunks],
+            )

@@ -1,0 +1,51 @@
+"""Shared fixtures: small grids, real Zarr stores and real checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sinolc_dist import stores
+from sinolc_dist.grid import CHINA_ALBERS, Grid
+from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
+from sinolc_dist.models.l2hnet import L2HNet
+
+
+def small_grid(size: tuple[int, int] = (300, 260), chunk: int = 64, block: int = 32,
+               shard: int = 2, halo: int = 11) -> Grid:
+    """A small Albers grid whose whole extent is a test raster."""
+    return Grid(crs=CHINA_ALBERS, resolution=1.0, origin=(1_000_000.0, 3_400_000.0),
+                size=size, chunk=chunk, block=block, shard=shard, halo=halo)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A width-16 L2HNet with random weights (and random BN statistics) as a checkpoint."""
+    torch.manual_seed(0)
+    model = L2HNet(bands=3, classes=11, width=16)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("ckpt") / "random16.pt"
+    save_checkpoint(path, model, ModelSpec(width=16))
+    return path
+
+
+@pytest.fixture
+def random_image() -> np.ndarray:
+    """A 300×260 uint8 RGB raster with spatial structure and no nodata."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(1, 255, size=(3, 30, 26)).repeat(10, 1).repeat(10, 2)
+    noise = rng.integers(-20, 20, size=base.shape)
+    return np.clip(base + noise, 1, 255).astype(np.uint8)
+
+
+def input_store(path: Path, grid: Grid, image: np.ndarray):
+    """A real input Zarr store over ``grid`` holding ``image`` at the grid's top-left."""
+    arr = stores.create_store(path, grid, "input")
+    stores.write_window(arr, grid.full_window, image)
+    return arr

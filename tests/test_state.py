@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from sinolc_dist.errors import RunDirError
+from sinolc_dist.grid import ChunkId
+from sinolc_dist.state import DONE, FAILED, PENDING, ChunkResult, StateStore
+
+
+def test_plan_results_and_reset(tmp_path):
+    with StateStore(tmp_path / "s.sqlite") as s:
+        assert s.add_chunks([(ChunkId(1, 2), ("420000",)), (ChunkId(0, 5), ("420000", "430000"))]) == 2
+        assert s.add_chunks([(ChunkId(1, 2), ("420000",))]) == 0  # kept as it is
+        s.record([ChunkResult(ChunkId(1, 2), True, "w1", 1.0, 2.0, "abc"),
+                  ChunkResult(ChunkId(0, 5), False, "w2", error="boom", attempts=3)])
+        assert s.count() == {PENDING: 0, DONE: 1, FAILED: 1}
+        assert s.chunk_ids(FAILED) == [ChunkId(0, 5)]
+        recs = {r.chunk: r for r in s.records()}
+        assert recs[ChunkId(0, 5)].attempts == 3
+        assert recs[ChunkId(0, 5)].provinces == ("420000", "430000")
+        assert recs[ChunkId(1, 2)].checksum == "abc"
+        s.reset([ChunkId(0, 5)])
+        assert s.chunk_ids(PENDING) == [ChunkId(0, 5)]
+        assert [r.chunk for r in s.records()] == [ChunkId(0, 5), ChunkId(1, 2)]  # (row, col) order
+
+
+def test_survives_reopen_and_uses_wal(tmp_path):
+    with StateStore(tmp_path / "s.sqlite") as s:
+        s.add_chunks([(ChunkId(0, 0), ())])
+        s.record([ChunkResult(ChunkId(0, 0), True)])
+    con = sqlite3.connect(tmp_path / "s.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with StateStore(tmp_path / "s.sqlite") as s:
+        assert s.count()[DONE] == 1
+
+
+def test_damaged_state_is_a_clear_error(tmp_path):
+    (tmp_path / "s.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RunDirError, match="damaged"):
+        StateStore(tmp_path / "s.sqlite")
