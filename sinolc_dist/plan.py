@@ -63,7 +63,7 @@ class Plan:
         """Every selected chunk with the provinces it touches, in (row, col) order."""
         sel = self.selection
         return [(ChunkId(int(r), int(c)), tuple(p))
-                for r, c, p in zip(sel.rows, sel.cols, sel.provinces)]
+                for r, c, p in zip(sel.rows, sel.cols, sel.provinces, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-chunk list: that lives in the state)."""
@@ -122,4 +122,5 @@ def record_plan(plan: Plan, rundir: RunDir) -> int:
     with StateStore(rundir.state) as state:
         added = state.add_chunks(plan.chunks())
         state.set_meta("plan_region", plan.region.spec)
+        state.set_meta("plan_grid", plan.grid.fingerprint)
     return added

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import input_store, small_grid
+
 from sinolc_dist import stores
 from sinolc_dist.engine import ModelRef, ShardTask, classify_chunk, load_model, run_shard
 from sinolc_dist.errors import ConfigError
@@ -15,12 +15,10 @@ def whole_raster_classes(model, image: np.ndarray) -> np.ndarray:
     """One pass of the model over the whole raster: the reference."""
     from sinolc_dist.engine import normalise
 
-    x, valid = normalise(image, model.spec)
+    x, valid = normalise(image, model.spec, torch.device("cpu"))
     with torch.inference_mode():
-        logits = model.module(torch.from_numpy(x)[None])
-    out = model.lut[logits[0].argmax(0).numpy()]
-    out[~valid] = 0
-    return out
+        logits = model.module(x[None])
+    return (model.lut[logits[0].argmax(0)] * valid).numpy()
 
 
 def engine_classes(model, grid, image) -> np.ndarray:

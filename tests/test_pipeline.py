@@ -102,8 +102,8 @@ def test_failed_chunks_then_rerun(setup):
 
 def test_incompatible_resume_is_refused(setup, tmp_path):
     rundir, req = setup["rundir"], setup["req"]
-    rundir.freeze(pipeline._frozen_config(req, pipeline.load_workflow(req.workflow),
-                                          pipeline.load_workflow(req.workflow).model.checkpoint_path()),
+    wf = pipeline.load_workflow(req.workflow)
+    rundir.freeze(pipeline._frozen_config(req, wf, pipeline.load_checkpoint(wf.model.checkpoint_path())),
                   pipeline.COMPATIBLE)
     other = pipeline.RunRequest(rundir.root, "bbox:113,30,114,31", req.workflow, req.cluster)
     with pytest.raises(RunDirError, match="region"):

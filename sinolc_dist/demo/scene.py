@@ -133,9 +133,7 @@ def _noise(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray
     return (out - sample.mean()) / max(float(sample.std()), 1e-6)
 
 
-def _smooth_interp(
-    grid: np.ndarray, n: int, scale: float, rng: np.random.Generator, axis: int
-) -> np.ndarray:
+def _smooth_interp(grid: np.ndarray, n: int, scale: float, rng: np.random.Generator, axis: int) -> np.ndarray:
     """Upsample ``grid`` to ``n`` samples along ``axis`` with smoothstep interpolation."""
     t = np.arange(n, dtype=np.float32) / np.float32(scale) + np.float32(rng.uniform(0, 1))
     i = t.astype(np.int64)

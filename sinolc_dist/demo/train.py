@@ -1,13 +1,17 @@
 """Train the demo L2HNet on synthetic scenes and save it as a sinolc checkpoint.
 
-Run ``python -m sinolc_dist.demo.train [--out PATH] [--steps N] [--width W] [--seed S]``.
 It draws a few seeded scenes with ``sinolc_dist.demo.scene.make_scene``, fits
 ``L2HNet(bands=3, classes=11, width=W)`` on random crops (output channel ``i`` is legend
-code ``i + 1``) with Adam and a cosine learning-rate decay, reports overall accuracy on
-held-out scenes of other seeds, and writes the checkpoint with the band mean/std of the
-training scenes.  Everything is seeded (torch, a numpy ``Generator`` for the crops,
-deterministic torch kernels), so a run on the same machine and torch build reproduces
-the shipped ``sinolc_dist/models/weights/demo_l2hnet.pt``.
+code ``i + 1``) with Adam and a one-cycle learning-rate schedule, reports overall accuracy
+on held-out scenes of other seeds, and writes the checkpoint with the band mean/std of the
+training scenes.
+
+Run ``python -m sinolc_dist.demo.train [--out PATH] [--steps N] [--width W] [--seed S]
+[--device D]``.  The shipped ``sinolc_dist/models/weights/demo_l2hnet.pt`` is the default
+run with ``--device cuda`` (about a minute on one GPU); on two CPU cores a step takes about
+0.8 s, so ``--steps 1000`` (about 98 % held-out OA) fits in a quarter of an hour.
+Everything is seeded (torch, a numpy ``Generator`` for the crops, deterministic kernels and
+loss), so the same arguments, device type and torch build reproduce the weights exactly.
 """
 
 from __future__ import annotations
@@ -116,10 +120,18 @@ def overall_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 def class_recall(pred: np.ndarray, labels: np.ndarray) -> dict[int, float]:
     """Per-class recall (producer's accuracy) for the classes the generator emits."""
     return {
-        code: float((pred[labels == code] == code).mean())
-        for code in CLASSES_USED
-        if (labels == code).any()
+        code: float((pred[labels == code] == code).mean()) for code in CLASSES_USED if (labels == code).any()
     }
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``(N, C, H, W)`` logits against ``(N, H, W)`` channel indices.
+
+    Written with a one-hot product instead of ``nll_loss`` because CUDA's 2-D NLL kernel
+    has no deterministic implementation, and training must be reproducible.
+    """
+    one_hot = nn.functional.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)
+    return -(nn.functional.log_softmax(logits, dim=1) * one_hot).sum(dim=1).mean()
 
 
 def train(
@@ -146,13 +158,12 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=LEARNING_RATE, total_steps=steps, pct_start=0.05
     )
-    loss_fn = nn.CrossEntropyLoss()
     model.train()
     t0, running = time.perf_counter(), 0.0
     for step in range(1, steps + 1):
         rgb, lab = sample_batch(rng, scenes)
         target = torch.from_numpy(lab.astype(np.int64) - 1).to(device)
-        loss = loss_fn(model(normalise(rgb, mean, std).to(device)), target)
+        loss = cross_entropy(model(normalise(rgb, mean, std).to(device)), target)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -197,7 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: train, evaluate on held-out seeds, save the checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEMO_CHECKPOINT, help="checkpoint path")
-    parser.add_argument("--steps", type=int, default=900, help="Adam steps (default 900)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=4000,
+        help="Adam steps (default 4000, as shipped; 1000 already gives ~98%% OA)",
+    )
     parser.add_argument("--width", type=int, default=64, help="L2HNet width (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")

@@ -1,0 +1,138 @@
+"""Engine speed: bare model forward vs. the full per-chunk engine, same data, same threads.
+
+(a) the bare forward of L2HNet on in-memory tensors, at several patch sizes
+(the best one counts); (b) the engine reading chunk + halo from a Zarr store
+and writing classes to another, shard by shard, in this process.  Prints
+pixels/s of both and the ratio b/a, and writes a JSON result.
+
+    python benchmarks/bench_engine.py                       # CPU, width 64
+    python benchmarks/bench_engine.py --device cuda --widths 64,128 --amps none,bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sinolc_dist import stores
+from sinolc_dist.engine import ModelRef, ShardTask, keep_heap, load_model, run_shard
+from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
+from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
+from sinolc_dist.models.l2hnet import L2HNet
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_forward(model: torch.nn.Module, device: torch.device, patch: int, amp: str,
+                 seconds: float) -> float:
+    """Pixels/s of the model alone on a resident random tensor of ``patch``²."""
+    x = torch.randn(1, 3, patch, patch, device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                enabled=dtype is not None):
+        model(x).argmax(1)
+        _sync(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model(x).argmax(1)
+            n += 1
+        _sync(device)
+    return n * patch * patch / (time.perf_counter() - t0)
+
+
+def engine(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
+           workdir: Path) -> float:
+    """Pixels/s of the engine, Zarr to Zarr, over a ``size``² raster."""
+    grid = Grid(crs=CHINA_ALBERS, origin=(1e6, 3.4e6), size=(size, size), chunk=chunk,
+                block=min(512, chunk), shard=2, halo=16)
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 40, (3, size // 8, size // 8)), 1, 255).astype(np.uint8)
+    image = image.repeat(8, 1).repeat(8, 2)
+    src_path = workdir / f"in-{size}-{chunk}.zarr"
+    if not src_path.exists():
+        stores.write_window(stores.create_store(src_path, grid, "input"), grid.full_window, image)
+    dst = workdir / f"out-{size}-{chunk}-{patch}-{amp}-{time.time_ns()}.zarr"
+    stores.create_store(dst, grid, "output")
+    ref = ModelRef(str(ckpt), patch=patch, device=device, amp=amp)
+    load_model(ref)
+    tasks = []
+    for r in range(-(-size // grid.shard_px)):
+        for c in range(-(-size // grid.shard_px)):
+            sid = ChunkId(r, c)
+            chunks = tuple(grid.chunks_in(grid.shard_window(sid)))
+            tasks.append(ShardTask(grid, sid, chunks, str(src_path), str(dst), ref))
+    run_shard(tasks[0])  # warm-up (kernel selection, caches)
+    t0 = time.perf_counter()
+    for task in tasks:
+        run_shard(task)
+    return size * size / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    """Run the benchmark and write ``benchmarks/results/engine-<device>.json``."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--widths", default="64")
+    ap.add_argument("--amps", default="none")
+    ap.add_argument("--patches", default="256,512,1024")
+    ap.add_argument("--size", type=int, default=2048, help="raster side for the engine run")
+    ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--seconds", type=float, default=3.0, help="time per bare-forward figure")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    keep_heap()  # the same allocator setting for the bare baseline as the engine uses
+    device = torch.device(args.device)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for width in [int(w) for w in args.widths.split(",")]:
+            torch.manual_seed(0)
+            model = L2HNet(width=width).eval()
+            ckpt = work / f"l2hnet{width}.pt"
+            save_checkpoint(ckpt, model, ModelSpec(width=width))
+            model = model.to(device)
+            if device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            for amp in args.amps.split(","):
+                bare = {p: bare_forward(model, device, int(p), amp, args.seconds)
+                        for p in args.patches.split(",") if int(p) <= args.chunk}
+                best_patch = max(bare, key=bare.get)
+                eng = engine(ckpt, args.size, args.chunk, int(best_patch), args.device, amp, work)
+                row = {"width": width, "amp": amp, "bare_px_s": bare, "best_patch": int(best_patch),
+                       "best_bare_px_s": bare[best_patch], "engine_px_s": eng,
+                       "ratio_engine_over_bare": eng / bare[best_patch]}
+                rows.append(row)
+                print(f"width {width} amp {amp}: bare {bare[best_patch]:,.0f} px/s at patch "
+                      f"{best_patch} (all: {', '.join(f'{k}: {v:,.0f}' for k, v in bare.items())}); "
+                      f"engine {eng:,.0f} px/s; ratio {eng / bare[best_patch]:.3f}", flush=True)
+    result = {
+        "benchmark": "engine", "device": str(device),
+        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size,
+        "chunk": args.chunk, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows,
+    }
+    out = Path(args.out) if args.out else RESULTS / f"engine-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
