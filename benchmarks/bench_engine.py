@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,7 +100,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     keep_heap()  # the same allocator setting for the bare baseline as the engine uses
     device = torch.device(args.device)
-    rows = []
+    rows: list[dict] = []
+    out = Path(args.out) if args.out else RESULTS / f"engine-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "engine", "device": str(device),
+        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size,
+        "chunk": args.chunk, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows,
+        "command": "python benchmarks/bench_engine.py " + " ".join(sys.argv[1:]),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for width in [int(w) for w in args.widths.split(",")]:
@@ -122,15 +132,7 @@ def main() -> None:
                 print(f"width {width} amp {amp}: bare {bare[best_patch]:,.0f} px/s at patch "
                       f"{best_patch} (all: {', '.join(f'{k}: {v:,.0f}' for k, v in bare.items())}); "
                       f"engine {eng:,.0f} px/s; ratio {eng / bare[best_patch]:.3f}", flush=True)
-    result = {
-        "benchmark": "engine", "device": str(device),
-        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size,
-        "chunk": args.chunk, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows,
-    }
-    out = Path(args.out) if args.out else RESULTS / f"engine-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+                out.write_text(json.dumps(result, indent=2))  # after every row: partial runs count
     print(f"wrote {out}")
 
 

@@ -21,6 +21,7 @@ from rich.table import Table
 from sinolc_dist import __version__, pipeline
 from sinolc_dist.driver import RunReport
 from sinolc_dist.errors import SinolcError
+from sinolc_dist.regions import PROVINCES
 from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir
 
 console = Console(stderr=True)
@@ -229,7 +230,9 @@ def status(run_dir: Path, as_json: bool) -> None:
     for col in ("province", "done", "failed", "pending"):
         table.add_column(col, justify="right" if col != "province" else "left")
     for code, counts in sorted(report.provinces.items()):
-        table.add_row(code, *(str(counts.get(k, 0)) for k in ("done", "failed", "pending")))
+        prov = PROVINCES.get(code)
+        name = f"{code} {prov.name_en} ({prov.name_zh})" if prov else code
+        table.add_row(name, *(str(counts.get(k, 0)) for k in ("done", "failed", "pending")))
     table.add_row("total", *(str(report.total.get(k, 0)) for k in ("done", "failed", "pending")))
     out.print(table)
     for error, n in report.errors:

@@ -19,8 +19,9 @@ from sinolc_dist.regions import Region, resolve_region
 from sinolc_dist.rundir import RunDir, atomic_write_text
 from sinolc_dist.state import StateStore
 
-#: Pixels/s one GPU sustains through the engine (see benchmarks/results/); override with --throughput.
-DEFAULT_GPU_PX_PER_S = 2.0e7
+#: Pixels/s one GPU sustains through the engine: L2HNet width 128, bf16, on an H200
+#: (benchmarks/results/engine-cuda-h200.json: 4.1e7; width 64: 6.0e7). Override with --throughput.
+DEFAULT_GPU_PX_PER_S = 4.0e7
 #: Expected compression ratios: RGB imagery in blosc-zstd, and the class map (146 GB for 9.6 TB).
 INPUT_RATIO = 1.6
 OUTPUT_RATIO = 60.0

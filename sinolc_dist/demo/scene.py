@@ -87,6 +87,8 @@ class _Canvas:
     width: int
     labels: np.ndarray = field(init=False)
     objects: np.ndarray = field(init=False)
+    coarse: np.ndarray = field(init=False)  # smooth noise, ~96 px features (shapes, widths)
+    patch: np.ndarray = field(init=False)  # smooth noise, ~24 px features (fringes, texture)
     colours: list[np.ndarray] = field(default_factory=list)
     stripes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
