@@ -173,18 +173,25 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
               help="Pixels/s per GPU [default: the figure measured by benchmarks/bench_engine.py].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--no-write", is_flag=True, help="Only print; do not record the plan in --run-dir.")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
+              help="Also draw the selected chunks over the province outlines into this PNG.")
 def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus: int,
-         throughput: float | None, as_json: bool, no_write: bool) -> None:
+         throughput: float | None, as_json: bool, no_write: bool, map_path: Path | None) -> None:
     """Estimate a run: chunks, km², volumes and GPU-hours per province and in total.
 
     The plan is recorded in --run-dir (plan.json and the chunk list) so that `run`
-    with the same region reuses it.
+    with the same region reuses it; --map draws it (chunks on province borders
+    highlighted).
     """
     from sinolc_dist.config import load_workflow
     from sinolc_dist.plan import DEFAULT_GPU_PX_PER_S, make_plan, record_plan
 
     grid = load_workflow(workflow).grid
     p = make_plan(region, grid, boundaries, gpus, throughput or DEFAULT_GPU_PX_PER_S)
+    if map_path is not None:
+        from sinolc_dist.maps import plan_map  # matplotlib only when a map is asked for
+
+        console.print(f"map: {plan_map(p, map_path)}", markup=False, soft_wrap=True)
     if not no_write:
         record_plan(p, RunDir(run_dir).create())
     if as_json:
@@ -220,9 +227,15 @@ def rerun(run_dir: Path, failed: bool, chunks: tuple[str, ...], province: str | 
 @cli.command()
 @RUN_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def status(run_dir: Path, as_json: bool) -> None:
+@click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
+              help="Also draw every chunk coloured by state (pending, done, failed) into this PNG.")
+def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
     """Show done/failed/pending chunks per province and the most frequent errors."""
     report = pipeline.status(run_dir)
+    if map_path is not None:
+        from sinolc_dist.maps import status_map  # matplotlib only when a map is asked for
+
+        console.print(f"map: {status_map(run_dir, map_path)}", markup=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps(asdict(report)))
         return

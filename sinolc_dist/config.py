@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pyproj import CRS
 
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.grid import CHINA_ALBERS, Grid
+from sinolc_dist.grid import CHINA_ALBERS, Grid, geographic_grid
 from sinolc_dist.models import DEMO_CHECKPOINT
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -116,6 +117,13 @@ class Workflow:
     mosaic_crs: str = "grid"
 
 
+def _is_geographic(crs: str) -> bool:
+    try:
+        return CRS.from_user_input(crs).is_geographic
+    except Exception:  # Grid() reports a CRS PROJ does not know
+        return False
+
+
 def load_workflow(name: str, checkpoint: str | None = None) -> Workflow:
     """Resolve a workflow by name or path; ``checkpoint`` overrides the file's."""
     path = _find("workflows", name)
@@ -125,6 +133,10 @@ def load_workflow(name: str, checkpoint: str | None = None) -> Workflow:
     _check_keys(f"{path}: grid", grid_cfg, {f.name for f in fields(Grid)})
     if "crs" in grid_cfg:
         grid_cfg["crs"] = CRS_ALIASES.get(grid_cfg["crs"], grid_cfg["crs"])
+        if _is_geographic(grid_cfg["crs"]):  # degrees: default origin/extent/pixel over China
+            lonlat = geographic_grid()
+            for key in ("resolution", "origin", "size"):
+                grid_cfg.setdefault(key, getattr(lonlat, key))
     model_cfg = dict(data.get("model") or {})
     _check_keys(f"{path}: model", model_cfg, {f.name for f in fields(ModelOptions)})
     if checkpoint:

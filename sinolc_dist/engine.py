@@ -8,117 +8,65 @@ pixel is computed by the same kernels whatever the chunking: results do not
 depend on the chunk size), crops the halo, takes the argmax, maps channels to
 legend codes and sets nodata pixels to 0.
 
+Models that are not fully convolutional (plug-ins declaring ``chip_size``), or
+any model when ``ModelRef.blend`` is ``"gaussian"``, are run instead on
+overlapping chips blended with Gaussian weights (``sinolc_dist.blend``); the
+result is then close to, not equal to, a whole-raster pass.  Plug-in models
+(a ``module:factory`` path or a TorchScript file) are described in
+``sinolc_dist.models.plugins``.
+
 One task handles one shard of the output store: it computes the shard's
-planned chunks and writes the whole shard once (one writer per shard).  The
-model is loaded once per worker process and cached.
+planned chunks (reading at most two chunks ahead of the one being computed)
+and writes the whole shard once (one writer per shard).  The model is loaded
+once per worker process and cached.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import hashlib
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
+import zarr
 
 from sinolc_dist import stores
+from sinolc_dist.blend import blend_chunk
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import ChunkId, Grid, Window
-from sinolc_dist.models.checkpoint import ModelSpec, load_checkpoint
+from sinolc_dist.models.checkpoint import ModelSpec
+from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
 from sinolc_dist.state import ChunkResult
 
+#: Name of the optional confidence array in the output store's group (created by the driver).
+CONFIDENCE_ARRAY = "confidence"
+#: Chunk reads a shard task keeps in flight ahead of the chunk being computed.
+PREFETCH = 2
+T = TypeVar("T")
 
-@dataclass(frozen=True)
-class ModelRef:
-    """How a worker finds and runs the model (hashable: the per-worker cache key)."""
-
-    checkpoint: str
-    patch: int = 512
-    device: str = "auto"
-    amp: str = "none"
-    threads: int = 0
-
-    def resolved_device(self) -> torch.device:
-        """``auto`` → CUDA when available, else CPU."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-
-@dataclass
-class LoadedModel:
-    """A model ready on its device with the spec that describes it."""
-
-    module: torch.nn.Module
-    spec: ModelSpec
-    device: torch.device
-    radius: int
-    ref: ModelRef
-
-    @functools.cached_property
-    def lut(self) -> torch.Tensor:
-        """Output channel → legend code, on the model's device."""
-        return torch.tensor(self.spec.classes, dtype=torch.uint8, device=self.device)
-
-
-def keep_heap() -> bool:
-    """Keep freed memory in the heap (glibc): large activations then reuse warm pages.
-
-    glibc serves allocations above 32 MB with fresh ``mmap`` pages and returns
-    them on free, so each forward of a 512² patch page-faults its activations
-    again; measured here (2 cores, width 64) that halves the speed of 512² and
-    1024² patches.  Turning ``mmap`` off for this worker keeps them warm.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-
-
-@functools.lru_cache(maxsize=2)
-def load_model(ref: ModelRef) -> LoadedModel:
-    """Load a checkpoint once per process (later calls return the cached model)."""
-    if ref.threads > 0:
-        torch.set_num_threads(ref.threads)
-    if ref.resolved_device().type == "cpu":
-        keep_heap()
-    ckpt = load_checkpoint(ref.checkpoint)
-    device = ref.resolved_device()
-    module = ckpt.build().to(device)
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-    radius = int(getattr(module, "receptive_radius", 0))
-    return LoadedModel(module, ckpt.spec, device, radius, ref)
-
-
-def check_halo(grid: Grid, model: LoadedModel) -> None:
-    """Refuse a halo smaller than the model's receptive radius (results would not be exact)."""
-    if grid.halo < model.radius:
-        raise ConfigError(
-            f"grid halo {grid.halo} px is smaller than the model's receptive radius "
-            f"{model.radius} px, so chunk edges would differ from a whole-raster pass; "
-            f"set grid.halo >= {model.radius} in the workflow"
-        )
-    if grid.chunk % model.ref.patch and model.ref.patch < grid.chunk:
-        raise ConfigError(
-            f"patch size {model.ref.patch} does not divide the chunk size {grid.chunk}; "
-            "choose a patch that divides the chunk (e.g. 256, 512, 1024)"
-        )
+__all__ = [
+    "LoadedModel", "ModelRef", "ShardTask", "check_halo", "checksum", "classify_chunk",
+    "classify_chunk_with_confidence", "keep_heap", "load_model", "normalise", "run_shard",
+]
 
 
 def normalise(image: np.ndarray, spec: ModelSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale raw bands to the model's input on ``device``; return ``(x, valid)``.
 
-    A pixel is nodata when all its bands are 0 (or any band is NaN in float
-    imagery); nodata pixels enter the network as 0 after normalisation.
+    Nodata is decided on the raw values: a pixel is nodata when all its bands
+    are exactly 0 or any band is not finite (NaN, ±inf, or beyond float32's
+    range).  The values of valid pixels are then clipped to 0..255, the scale
+    the checkpoint's mean/std are defined on (a negative float becomes 0, an
+    overshoot 255), so that sensor over/undershoot cannot drive the network far
+    outside its training range.  Nodata pixels enter the network as 0 after
+    normalisation.
     """
     if image.shape[0] != len(spec.bands):
         raise ConfigError(
@@ -127,9 +75,11 @@ def normalise(image: np.ndarray, spec: ModelSpec, device: torch.device) -> tuple
         )
     data = torch.from_numpy(np.ascontiguousarray(image)).to(device).float()
     valid = torch.isfinite(data).all(dim=0) & (data != 0).any(dim=0)
+    if image.dtype != np.uint8:
+        data = torch.nan_to_num(data, nan=0.0, posinf=255.0, neginf=0.0).clamp_(0.0, 255.0)
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(-1, 1, 1)
-    x = (torch.nan_to_num(data) - mean) / std
+    x = (data - mean) / std
     x *= valid
     return x, valid
 
@@ -143,8 +93,8 @@ def _patch_windows(chunk_win: Window, patch: int) -> list[Window]:
     ]
 
 
-def _forward(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
-    """Run the model on one normalised patch ``(bands, h, w)``; return argmax indices."""
+def _logits(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    """Run the model on one normalised patch ``(bands, h, w)``; return logits ``(classes, h, w)``."""
     t = x[None]
     t = t.contiguous(memory_format=torch.channels_last) if model.device.type == "cuda" else t.contiguous()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(model.ref.amp)
@@ -152,7 +102,63 @@ def _forward(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
         model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
     ):
         logits = model.module(t)
-    return logits[0].argmax(dim=0)
+    expected = (1, len(model.spec.classes), *x.shape[1:])
+    if tuple(logits.shape) != expected:
+        raise ConfigError(f"model returned {tuple(logits.shape)} for an input {tuple(t.shape)}; "
+                          f"expected {expected} (one channel per class, same height and width)")
+    return logits[0]
+
+
+def _exact(model: LoadedModel, x: torch.Tensor, chunk_win: Window, halo_win: Window, patch: int,
+           confidence: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Argmax (and top-1 probability) over a chunk by patches of the global lattice.
+
+    Each patch is run with the receptive radius of context around it (clipped
+    to the halo window) and cropped back, so the result equals a whole-raster pass.
+    """
+    idx = torch.zeros((chunk_win.height, chunk_win.width), dtype=torch.long, device=model.device)
+    top = torch.zeros(idx.shape, dtype=torch.float32, device=model.device) if confidence else None
+    ctx = model.radius or 0
+    for p in _patch_windows(chunk_win, patch):
+        src = Window(p.row0 - ctx, p.col0 - ctx, p.row1 + ctx, p.col1 + ctx).intersect(halo_win)
+        logits = _logits(model, x[:, src.row0 - halo_win.row0:src.row1 - halo_win.row0,
+                                  src.col0 - halo_win.col0:src.col1 - halo_win.col0])
+        logits = logits[:, p.row0 - src.row0:p.row1 - src.row0, p.col0 - src.col0:p.col1 - src.col0]
+        dst = (slice(p.row0 - chunk_win.row0, p.row1 - chunk_win.row0),
+               slice(p.col0 - chunk_win.col0, p.col1 - chunk_win.col0))
+        idx[dst] = logits.argmax(dim=0)
+        if top is not None:
+            top[dst] = torch.softmax(logits.float(), dim=0).amax(dim=0)
+    return idx, top
+
+
+def _classify(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray,
+              confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Legend codes (and, if asked, uint8 confidence) of one chunk; 0 where nodata."""
+    chunk_win = grid.chunk_window(cid)
+    halo_win = grid.halo_window(cid)
+    inner = (
+        slice(chunk_win.row0 - halo_win.row0, chunk_win.row1 - halo_win.row0),
+        slice(chunk_win.col0 - halo_win.col0, chunk_win.col1 - halo_win.col0),
+    )
+    x, valid = normalise(image, model.spec, model.device)
+    if not bool(valid[inner].any()):
+        empty = np.zeros((chunk_win.height, chunk_win.width), np.uint8)
+        return empty, empty.copy() if confidence else None
+    top: torch.Tensor | None
+    if model.blending:
+        probs = blend_chunk(
+            lambda t: torch.softmax(_logits(model, t).float(), dim=0), x, chunk_win, halo_win,
+            model.chip_px, model.stride_px, len(model.spec.classes), fixed_size=model.chip is not None,
+        )
+        top, idx = probs.max(dim=0)
+    else:
+        idx, top = _exact(model, x, chunk_win, halo_win, min(model.ref.patch, grid.chunk), confidence)
+    mask = valid[inner]
+    codes = (model.lut[idx] * mask).cpu().numpy()
+    if not confidence or top is None:
+        return codes, None
+    return codes, ((top * 255).round().to(torch.uint8) * mask).cpu().numpy()
 
 
 def classify_chunk(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray) -> np.ndarray:
@@ -162,27 +168,18 @@ def classify_chunk(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarr
     the result is uint8 legend codes over the chunk window, 0 where nodata.
     Everything after the read stays on the model's device until the final codes.
     """
-    chunk_win = grid.chunk_window(cid)
-    halo_win = grid.halo_window(cid)
-    inner = (
-        slice(chunk_win.row0 - halo_win.row0, chunk_win.row1 - halo_win.row0),
-        slice(chunk_win.col0 - halo_win.col0, chunk_win.col1 - halo_win.col0),
-    )
-    x, valid = normalise(image, model.spec, model.device)
-    if not bool(valid[inner].any()):
-        return np.zeros((chunk_win.height, chunk_win.width), np.uint8)
-    idx = torch.zeros((chunk_win.height, chunk_win.width), dtype=torch.long, device=model.device)
-    ctx = model.radius or grid.halo  # context a patch needs: the receptive radius suffices
-    for p in _patch_windows(chunk_win, min(model.ref.patch, grid.chunk)):
-        src = Window(p.row0 - ctx, p.col0 - ctx, p.row1 + ctx, p.col1 + ctx).intersect(halo_win)
-        rows = slice(src.row0 - halo_win.row0, src.row1 - halo_win.row0)
-        cols = slice(src.col0 - halo_win.col0, src.col1 - halo_win.col0)
-        patch_idx = _forward(model, x[:, rows, cols])
-        idx[p.row0 - chunk_win.row0:p.row1 - chunk_win.row0,
-            p.col0 - chunk_win.col0:p.col1 - chunk_win.col0] = \
-            patch_idx[p.row0 - src.row0:p.row1 - src.row0, p.col0 - src.col0:p.col1 - src.col0]
-    codes = model.lut[idx] * valid[inner]
-    return codes.cpu().numpy()
+    return _classify(model, grid, cid, image, confidence=False)[0]
+
+
+def classify_chunk_with_confidence(
+    model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`classify_chunk` plus the top-1 softmax probability as uint8 (0..255, 0 where nodata).
+
+    With blending the probability is the blended one.  The classes are the same
+    as :func:`classify_chunk`'s.
+    """
+    return cast(tuple[np.ndarray, np.ndarray], _classify(model, grid, cid, image, confidence=True))
 
 
 def checksum(classes: np.ndarray) -> str:
@@ -209,39 +206,73 @@ class ShardTask:
         return f"infer-{names}"
 
 
+def _prefetch(reader: ThreadPoolExecutor, read: Callable[[ChunkId], T],
+              chunks: Iterable[ChunkId], ahead: int = PREFETCH) -> Iterator[tuple[ChunkId, Future[T]]]:
+    """Yield ``(chunk, future of its read)`` with at most ``ahead`` reads beyond the current one."""
+    it = iter(chunks)
+    pending: deque[tuple[ChunkId, Future[T]]] = deque()
+    for cid in it:
+        pending.append((cid, reader.submit(read, cid)))
+        if len(pending) > ahead:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
+def _confidence_array(output_path: str, grid: Grid) -> zarr.Array | None:
+    """The output store's ``confidence`` array when the driver created one, else ``None``."""
+    group = zarr.open_group(output_path, mode="r+", zarr_format=3)
+    if CONFIDENCE_ARRAY not in group:
+        return None
+    arr = group[CONFIDENCE_ARRAY]
+    if not isinstance(arr, zarr.Array) or tuple(arr.shape) != tuple(grid.size):
+        raise ConfigError(f"{output_path}/{CONFIDENCE_ARRAY} is not a (y, x) array over the grid {grid.size}")
+    return arr
+
+
 def run_shard(task: ShardTask) -> list[ChunkResult]:
     """Compute a shard's chunks and write the whole shard (runs on a worker).
 
     Chunk failures (bad input, model errors) are returned per chunk, so one bad
     chunk does not lose its neighbours' work; the shard is written with the
-    chunks that succeeded and the earlier content of the others.
+    chunks that succeeded and the earlier content of the others.  Reads run in
+    a thread at most two chunks ahead, overlapping the computation.  With
+    ``ModelRef.confidence`` and a ``confidence`` array in the output store,
+    the top-1 probability is written there too (the whole shard, once);
+    without that array only the classes are written.
     """
     grid = task.grid
     model = load_model(task.model)
     check_halo(grid, model)
     src = stores.open_array(task.input_path, grid)
     dst = stores.open_array(task.output_path, grid)
+    conf_dst = _confidence_array(task.output_path, grid) if task.model.confidence else None
     shard_win = grid.shard_window(task.shard)
-    shard_chunks = set(grid.chunks_in(shard_win))
-    if shard_chunks <= set(task.chunks):
-        out = np.zeros((shard_win.height, shard_win.width), np.uint8)
+    targets = [dst] if conf_dst is None else [dst, conf_dst]
+    if set(grid.chunks_in(shard_win)) <= set(task.chunks):
+        outs = [np.zeros((shard_win.height, shard_win.width), np.uint8) for _ in targets]
     else:  # keep the other chunks' earlier results: the whole shard is rewritten
-        out = stores.read_window(dst, shard_win)
+        outs = [stores.read_window(arr, shard_win) for arr in targets]
     worker = f"{socket.gethostname()}:{os.getpid()}"
     results: list[ChunkResult] = []
     with ThreadPoolExecutor(1) as reader:
-        futures = [reader.submit(stores.read_window, src, grid.halo_window(c)) for c in task.chunks]
-        for cid, fut in zip(task.chunks, futures, strict=True):
+        reads = _prefetch(reader, lambda c: stores.read_window(src, grid.halo_window(c)), task.chunks)
+        for cid, fut in reads:
             t0 = time.time()
             try:
-                classes = classify_chunk(model, grid, cid, fut.result())
+                if conf_dst is None:
+                    arrays: tuple[np.ndarray, ...] = (classify_chunk(model, grid, cid, fut.result()),)
+                else:
+                    arrays = classify_chunk_with_confidence(model, grid, cid, fut.result())
             except Exception as exc:  # reported per chunk; the driver retries or marks failed
                 results.append(ChunkResult(cid, False, worker, t0, time.time() - t0,
                                            error=f"{type(exc).__name__}: {exc}"))
                 continue
             w = grid.chunk_window(cid)
-            out[w.row0 - shard_win.row0:w.row1 - shard_win.row0,
-                w.col0 - shard_win.col0:w.col1 - shard_win.col0] = classes
-            results.append(ChunkResult(cid, True, worker, t0, time.time() - t0, checksum(classes)))
-    stores.write_window(dst, shard_win, out)
+            for out, arr in zip(outs, arrays, strict=True):
+                out[w.row0 - shard_win.row0:w.row1 - shard_win.row0,
+                    w.col0 - shard_win.col0:w.col1 - shard_win.col0] = arr
+            results.append(ChunkResult(cid, True, worker, t0, time.time() - t0, checksum(arrays[0])))
+    for arr, out in zip(targets, outs, strict=True):
+        stores.write_window(arr, shard_win, out)
     return results

@@ -31,6 +31,7 @@ from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.regions import province_geometries, resolve_region, to_crs
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
+from sinolc_dist.verify import stale_chunks
 
 log = logging.getLogger("sinolc_dist")
 #: Settings that may change when a run is resumed; anything else must match.
@@ -127,15 +128,6 @@ def run(
                     f"{rundir.state} holds a plan for region {planned_for!r} on another grid or "
                     f"region than this run ({config['region']!r}); use a new --run-dir"
                 )
-            counts = state.count()
-            summary.planned = sum(counts.values())
-            todo = state.chunk_ids(PENDING) if only is None else list(only)
-            summary.skipped = counts[DONE] if only is None else 0
-            if counts[FAILED] and only is None:
-                summary.notes.append(
-                    f"{counts[FAILED]} chunk(s) failed earlier and are not retried by `run`: "
-                    f"use `sinolc-dist rerun --run-dir {rundir.root} --failed`"
-                )
             if not rundir.input.exists():
                 raise InputError(
                     f"no input imagery in {rundir.input}: ingest imagery into the run directory "
@@ -144,6 +136,22 @@ def run(
             stores.open_array(rundir.input, grid)
             stores.create_store(rundir.output, grid, "output",
                                 attrs={"sinolc_model_sha256": config["model"]["sha256"]})
+            stale = stale_chunks(state, grid, rundir.output)
+            if stale:
+                state.reset(stale)
+                log.warning("%d chunk(s) recorded done have missing or different output: %s",
+                            len(stale), ", ".join(c.key for c in stale[:20]))
+                summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing or different "
+                                     "output and were recomputed (see logs/driver.log)")
+            counts = state.count()
+            summary.planned = sum(counts.values())
+            todo = state.chunk_ids(PENDING) if only is None else sorted(set(only) | set(stale))
+            summary.skipped = counts[DONE] if only is None else 0
+            if counts[FAILED] and only is None:
+                summary.notes.append(
+                    f"{counts[FAILED]} chunk(s) failed earlier and are not retried by `run`: "
+                    f"use `sinolc-dist rerun --run-dir {rundir.root} --failed`"
+                )
             log.info("run %s: %d planned, %d done, %d to do", rundir.root, summary.planned,
                      counts[DONE], len(todo))
             if todo:

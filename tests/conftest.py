@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sinolc_dist import stores
-from sinolc_dist.grid import CHINA_ALBERS, Grid
+from sinolc_dist import pipeline, stores
+from sinolc_dist.demo.run import prepare_demo
+from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
+from sinolc_dist.rundir import RunDir
 
 
 def small_grid(size: tuple[int, int] = (300, 260), chunk: int = 64, block: int = 32,
@@ -49,3 +51,39 @@ def input_store(path: Path, grid: Grid, image: np.ndarray):
     arr = stores.create_store(path, grid, "input")
     stores.write_window(arr, grid.full_window, image)
     return arr
+
+
+WORKFLOW = """
+description: small test workflow
+grid: {crs: china-albers, resolution: 1.0, chunk: 128, block: 64, shard: 2, halo: 16}
+model: {checkpoint: %s, patch: 128, device: cpu}
+run: {retries: 1, max_in_flight: 4}
+"""
+CLUSTER = """
+local: {n_workers: 2, threads_per_worker: 1, torch_threads: 1, memory_limit: 2GiB}
+"""
+SMALL_SCENE = (384, 512)
+
+
+@pytest.fixture
+def small_run(tmp_path: Path, random_checkpoint: Path) -> dict:
+    """A run directory with a 384×512 synthetic scene, a small workflow and a 2-worker profile."""
+    wf = tmp_path / "small.yaml"
+    wf.write_text(WORKFLOW % random_checkpoint)
+    cl = tmp_path / "two.yaml"
+    cl.write_text(CLUSTER)
+    rundir = RunDir(tmp_path / "run")
+    scene = prepare_demo(rundir, str(wf), SMALL_SCENE)
+    req = pipeline.RunRequest(rundir.root, str(scene.region_file), str(wf), str(cl))
+    return {"rundir": rundir, "scene": scene, "req": req, "wf": wf}
+
+
+def _output(rundir: RunDir, window) -> np.ndarray:
+    grid = Grid.from_dict(rundir.read_config()["grid"])
+    return stores.read_window(stores.open_array(rundir.output, grid), window)
+
+
+def run_output(rundir: RunDir, window: Window) -> np.ndarray:
+    """The output store's classes over a window."""
+    grid = Grid.from_dict(rundir.read_config()["grid"])
+    return stores.read_window(stores.open_array(rundir.output, grid), window)

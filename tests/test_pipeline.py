@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
+from conftest import SMALL_SCENE, run_output
 
-from sinolc_dist import pipeline, stores
+from sinolc_dist import pipeline
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.errors import ChunkFailures, ConfigError, InputError, RunDirError
 from sinolc_dist.grid import Grid
@@ -16,41 +15,13 @@ from sinolc_dist.legend import colormap
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import DONE, FAILED, StateStore
 
-WORKFLOW = """
-description: small test workflow
-grid: {crs: china-albers, resolution: 1.0, chunk: 128, block: 64, shard: 2, halo: 16}
-model: {checkpoint: %s, patch: 128, device: cpu}
-run: {retries: 1, max_in_flight: 4}
-"""
-CLUSTER = """
-local: {n_workers: 2, threads_per_worker: 1, torch_threads: 1, memory_limit: 2GiB}
-"""
-SIZE = (384, 512)
-
-
-@pytest.fixture
-def setup(tmp_path: Path, random_checkpoint: Path) -> dict:
-    wf = tmp_path / "small.yaml"
-    wf.write_text(WORKFLOW % random_checkpoint)
-    cl = tmp_path / "two.yaml"
-    cl.write_text(CLUSTER)
-    rundir = RunDir(tmp_path / "run")
-    scene = prepare_demo(rundir, str(wf), SIZE)
-    req = pipeline.RunRequest(rundir.root, str(scene.region_file), str(wf), str(cl))
-    return {"rundir": rundir, "scene": scene, "req": req, "wf": wf}
-
-
-def _output(rundir: RunDir, window) -> np.ndarray:
-    grid = Grid.from_dict(rundir.read_config()["grid"])
-    return stores.read_window(stores.open_array(rundir.output, grid), window)
-
 
 @pytest.mark.slow
-def test_run_resume_and_mosaic(setup):
-    rundir, scene, req = setup["rundir"], setup["scene"], setup["req"]
+def test_run_resume_and_mosaic(small_run):
+    rundir, scene, req = small_run["rundir"], small_run["scene"], small_run["req"]
     summary = pipeline.run(req)
     assert summary.planned == 12 and summary.report.done == 12 and summary.skipped == 0
-    out = _output(rundir, scene.window)
+    out = run_output(rundir, scene.window)
     assert (out > 0).all()
     # The mosaic: grid CRS and transform, nodata 0, colour table, pixels equal the store's.
     (cog,) = summary.mosaics
@@ -67,12 +38,12 @@ def test_run_resume_and_mosaic(setup):
     again = pipeline.run(req)
     assert again.report.done == 0 and again.skipped == 12
     assert cog.path.stat().st_mtime == mtime
-    assert np.array_equal(_output(rundir, scene.window), out)
+    assert np.array_equal(run_output(rundir, scene.window), out)
 
 
 @pytest.mark.slow
-def test_failed_chunks_then_rerun(setup):
-    rundir, scene, req = setup["rundir"], setup["scene"], setup["req"]
+def test_failed_chunks_then_rerun(small_run):
+    rundir, scene, req = small_run["rundir"], small_run["scene"], small_run["req"]
     grid = Grid.from_dict(Grid().to_dict() | {"chunk": 128, "block": 64, "shard": 2})
     reference = rundir.root.parent / "ref"
     # Corrupt one input shard file: the chunks reading it fail, the others complete.
@@ -93,15 +64,15 @@ def test_failed_chunks_then_rerun(setup):
         assert state.count()[DONE] == 12
     # Equal to an uninterrupted run.
     ref = RunDir(reference)
-    ref_scene = prepare_demo(ref, str(setup["wf"]), SIZE)
+    ref_scene = prepare_demo(ref, str(small_run["wf"]), SMALL_SCENE)
     pipeline.run(pipeline.RunRequest(ref.root, str(ref_scene.region_file), req.workflow,
                                      req.cluster, mosaic=False))
-    assert np.array_equal(_output(rundir, scene.window), _output(ref, scene.window))
+    assert np.array_equal(run_output(rundir, scene.window), run_output(ref, scene.window))
     assert grid.chunk == 128
 
 
-def test_incompatible_resume_is_refused(setup, tmp_path):
-    rundir, req = setup["rundir"], setup["req"]
+def test_incompatible_resume_is_refused(small_run, tmp_path):
+    rundir, req = small_run["rundir"], small_run["req"]
     wf = pipeline.load_workflow(req.workflow)
     rundir.freeze(pipeline._frozen_config(req, wf, pipeline.load_checkpoint(wf.model.checkpoint_path())),
                   pipeline.COMPATIBLE)
@@ -110,15 +81,15 @@ def test_incompatible_resume_is_refused(setup, tmp_path):
         pipeline.run(other)
 
 
-def test_missing_input_is_a_clear_error(tmp_path, setup):
-    req = pipeline.RunRequest(tmp_path / "empty", "湖北", setup["req"].workflow, setup["req"].cluster)
+def test_missing_input_is_a_clear_error(tmp_path, small_run):
+    req = pipeline.RunRequest(tmp_path / "empty", "湖北", small_run["req"].workflow, small_run["req"].cluster)
     with pytest.raises(InputError, match="no input imagery"):
-        pipeline.run(pipeline.RunRequest(req.run_dir, str(setup["scene"].region_file),
+        pipeline.run(pipeline.RunRequest(req.run_dir, str(small_run["scene"].region_file),
                                          req.workflow, req.cluster))
 
 
-def test_unknown_workflow_and_cluster(setup):
-    req = setup["req"]
+def test_unknown_workflow_and_cluster(small_run):
+    req = small_run["req"]
     with pytest.raises(ConfigError, match="unknown workflow"):
         pipeline.run(pipeline.RunRequest(req.run_dir, req.region, "nope", req.cluster))
     with pytest.raises(ConfigError, match="unknown cluster"):

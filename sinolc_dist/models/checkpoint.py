@@ -14,7 +14,7 @@ A checkpoint is a ``torch.save``-d dict, read back with ``weights_only=True``::
     }
 
 A plain ``state_dict`` file is accepted too, with the rest given by the caller
-(``--arch/--width/--bands/--classes/--mean/--std`` on the command line).
+(``load_checkpoint(path, overrides)``; ``ModelRef.overrides`` in the engine).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from sinolc_dist.models.l2hnet import L2HNet
 FORMAT = "sinolc-checkpoint"
 VERSION = 1
 ARCHITECTURES = {"l2hnet": L2HNet}
+#: ``arch`` of a spec that describes a plug-in model (built by its factory, see ``plugins.py``).
+PLUGIN_ARCH = "plugin"
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,10 @@ class ModelSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
+        if self.arch not in ARCHITECTURES and self.arch != PLUGIN_ARCH:
             raise CheckpointError(
-                f"unknown architecture {self.arch!r}; known: {sorted(ARCHITECTURES)}"
+                f"unknown architecture {self.arch!r}; known: {sorted(ARCHITECTURES)} "
+                "(or give the model as a plug-in)"
             )
         n = len(self.bands)
         if len(self.mean) != n or len(self.std) != n:
@@ -78,23 +81,43 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """Instantiate the architecture and load the weights strictly (eval mode)."""
+        if self.spec.arch == PLUGIN_ARCH:
+            raise CheckpointError(f"checkpoint {self.path or '<memory>'} describes a plug-in model: "
+                                  "build it with sinolc_dist.models.plugins.build_plugin")
         cls = ARCHITECTURES[self.spec.arch]
         model = cls(bands=len(self.spec.bands), classes=len(self.spec.classes), width=self.spec.width)
-        result = model.load_state_dict(self.state_dict, strict=False)
-        shape_errors = [
-            f"{k}: file {tuple(v.shape)} vs model {tuple(model.state_dict()[k].shape)}"
-            for k, v in self.state_dict.items()
-            if k in model.state_dict() and tuple(v.shape) != tuple(model.state_dict()[k].shape)
-        ]
-        if result.missing_keys or result.unexpected_keys or shape_errors:
-            raise CheckpointError(
-                f"checkpoint {self.path or '<memory>'} does not fit {self.spec.arch} "
-                f"width {self.spec.width} with {len(self.spec.bands)} bands and "
-                f"{len(self.spec.classes)} classes: missing keys {_short(result.missing_keys)}, "
-                f"unexpected keys {_short(result.unexpected_keys)}, shape mismatches "
-                f"{_short(shape_errors)}; check --arch/--width or the checkpoint file"
-            )
+        load_weights(
+            model, self.state_dict,
+            f"checkpoint {self.path or '<memory>'} does not fit {self.spec.arch} "
+            f"width {self.spec.width} with {len(self.spec.bands)} bands and "
+            f"{len(self.spec.classes)} classes",
+            "check --arch/--width or the checkpoint file",
+        )
         return model.eval()
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str,
+                 hint: str = "check the architecture or the checkpoint file") -> None:
+    """Load ``state_dict`` into ``model`` strictly, or raise naming every mismatch.
+
+    ``what`` opens the error message; missing keys, unexpected keys and shape
+    mismatches are listed (the first five of each) so that a wrong width or a
+    checkpoint of another network is obvious.
+    """
+    own = model.state_dict()
+    shape_errors = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing or unexpected or shape_errors:
+        raise CheckpointError(
+            f"{what}: missing keys {_short(missing)}, unexpected keys {_short(unexpected)}, "
+            f"shape mismatches {_short(shape_errors)}; {hint}"
+        )
+    model.load_state_dict(state_dict, strict=True)
 
 
 def _short(items: list[str], n: int = 5) -> str:

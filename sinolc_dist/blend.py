@@ -1,0 +1,108 @@
+"""Overlap blending: sliding chips, Gaussian-weighted softmax, bounded by one chunk.
+
+For models that are not fully convolutional (they must see fixed-size chips,
+e.g. a transformer or a net with a global pooling branch), or when the user
+asks for it, a chunk is classified by running the model on overlapping chips
+and blending their softmax probabilities:
+
+* chips of ``chip`` px lie on one global lattice of step ``stride`` (aligned to
+  the grid origin, like the engine's patches), so a pixel sees the same chips
+  whatever the chunking except near chunk edges, where a chip that would
+  reach past the chunk's halo window is shifted inward to fit it (a window
+  smaller than a chip gives a clipped chip, zero-padded back to ``chip`` px for
+  fixed-size models);
+* each chip's probabilities are weighted by a separable Gaussian centred on the
+  chip (sigma = chip / 8), accumulated, normalised by the summed weights, and the
+  argmax taken.  Measured here (shared/domain.md): uniform weights left 3.5 % of
+  pixels wrong, Gaussian weights 0.003 %, because a chip's border pixels lack
+  context and the Gaussian all but ignores them where a better-centred chip exists.
+
+Memory is bounded by the chunk, never the raster: the accumulator is
+``(classes, chunk height, chunk width)`` float32 plus one weight plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from sinolc_dist.grid import Window
+
+#: Gaussian sigma as a fraction of the chip side (as in MONAI's sliding-window inference).
+SIGMA_FRACTION = 1 / 8
+
+
+def _fit(start: int, size: int, lo: int, hi: int) -> tuple[int, int]:
+    """Shift ``[start, start + size)`` inside ``[lo, hi)``; clip it when the range is shorter."""
+    if hi - lo <= size:
+        return lo, hi
+    start = min(max(start, lo), hi - size)
+    return start, start + size
+
+
+def chip_windows(chunk_win: Window, window: Window, chip: int, stride: int) -> list[Window]:
+    """Chips of the global lattice that cover ``chunk_win``, fitted inside ``window``.
+
+    Lattice chips start at multiples of ``stride``; those that overlap the chunk
+    are shifted (or clipped) into the available ``window`` (the chunk's halo
+    window, clipped to the grid).  Duplicates after shifting are dropped so no
+    chip counts twice.  Every chunk pixel is covered when ``stride <= chip``.
+    """
+    def starts(lo: int, hi: int) -> list[int]:
+        first = max(0, (lo - chip) // stride + 1)
+        return [k * stride for k in range(first, (hi - 1) // stride + 1) if k * stride + chip > lo]
+
+    rows = dict.fromkeys(_fit(r, chip, window.row0, window.row1)
+                         for r in starts(chunk_win.row0, chunk_win.row1))
+    cols = dict.fromkeys(_fit(c, chip, window.col0, window.col1)
+                         for c in starts(chunk_win.col0, chunk_win.col1))
+    return [Window(r0, c0, r1, c1) for r0, r1 in rows for c0, c1 in cols]
+
+
+def gaussian_weights(height: int, width: int, chip: int, device: torch.device) -> torch.Tensor:
+    """A separable Gaussian ``(height, width)`` centred on the chip, sigma = chip / 8."""
+    sigma = max(chip * SIGMA_FRACTION, 1.0)
+
+    def axis(n: int) -> torch.Tensor:
+        d = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2
+        return torch.exp(-0.5 * (d / sigma) ** 2)
+
+    return axis(height)[:, None] * axis(width)[None, :]
+
+
+def blend_chunk(
+    probs: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    chunk_win: Window,
+    halo_win: Window,
+    chip: int,
+    stride: int,
+    classes: int,
+    fixed_size: bool,
+) -> torch.Tensor:
+    """Blended class probabilities ``(classes, h, w)`` over ``chunk_win``.
+
+    ``x`` is the normalised input over ``halo_win``; ``probs`` maps one chip
+    ``(bands, h, w)`` to softmax probabilities ``(classes, h, w)``.  With
+    ``fixed_size`` a chip clipped by a small window is zero-padded (bottom and
+    right; zero is the normalised nodata value) to ``chip`` px and cropped back.
+    """
+    acc = torch.zeros((classes, chunk_win.height, chunk_win.width), dtype=torch.float32, device=x.device)
+    wsum = torch.zeros((chunk_win.height, chunk_win.width), dtype=torch.float32, device=x.device)
+    for c in chip_windows(chunk_win, halo_win, chip, stride):
+        part = c.intersect(chunk_win)
+        if part.height <= 0 or part.width <= 0:
+            continue
+        t = x[:, c.row0 - halo_win.row0:c.row1 - halo_win.row0, c.col0 - halo_win.col0:c.col1 - halo_win.col0]
+        if fixed_size and (c.height < chip or c.width < chip):
+            t = F.pad(t, (0, chip - c.width, 0, chip - c.height))
+        w = gaussian_weights(c.height, c.width, chip, x.device)
+        p = probs(t)[:, :c.height, :c.width] * w
+        src = (slice(part.row0 - c.row0, part.row1 - c.row0), slice(part.col0 - c.col0, part.col1 - c.col0))
+        dst = (slice(part.row0 - chunk_win.row0, part.row1 - chunk_win.row0),
+               slice(part.col0 - chunk_win.col0, part.col1 - chunk_win.col0))
+        acc[:, dst[0], dst[1]] += p[:, src[0], src[1]]
+        wsum[dst] += w[src]
+    return acc / wsum

@@ -1,0 +1,185 @@
+"""How a worker finds, loads and checks the model: ``ModelRef`` → ``LoadedModel``.
+
+``ModelRef`` is plain, frozen, hashable data (it travels inside every task and
+is the key of the per-worker model cache); ``load_model`` turns it into a
+module on its device with the spec that describes it and the declarations that
+say how chunks may be cut (exactly, by receptive radius, or by blending chips).
+The default is a sinolc checkpoint (``checkpoint.py``); plug-ins are described
+in ``plugins.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sinolc_dist.errors import ConfigError
+from sinolc_dist.grid import Grid
+from sinolc_dist.models.checkpoint import ModelSpec, load_checkpoint
+from sinolc_dist.models.plugins import build_plugin, declared
+
+BLENDS = ("none", "gaussian")
+Pairs = tuple[tuple[str, Any], ...]
+
+
+def frozen_pairs(items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Pairs:
+    """``(key, value)`` pairs sorted by key, lists turned into tuples: hashable settings."""
+    pairs = items.items() if isinstance(items, Mapping) else items
+    return tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in pairs))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker finds and runs the model (hashable: the per-worker cache key).
+
+    ``checkpoint``: a sinolc checkpoint or plain ``state_dict`` file (default), a
+    weights file for a factory plug-in (or ``""``), or a TorchScript file.
+    ``plugin``: ``None`` (the checkpoint's own architecture), ``"module:factory"``
+    or ``"torchscript"`` (see ``sinolc_dist.models.plugins``); ``kwargs`` go to
+    the factory.  ``overrides``: ``ModelSpec`` fields (``bands``, ``classes``,
+    ``mean``, ``std``, ``width``…) that replace or supply the file's, needed for
+    a plain ``state_dict`` and for plug-ins.  ``receptive_radius``,
+    ``chip_size``, ``chip_stride``: declarations that take precedence over the
+    module's attributes.  ``blend``: ``"gaussian"`` runs any model on
+    overlapping chips (``chip_size``, else ``patch``) and blends them; chip
+    models always blend.  ``confidence``: ``run_shard`` also writes the top-1
+    probability (uint8) where the output store has a ``confidence`` array.
+    ``kwargs`` and ``overrides`` accept a dict and are stored as sorted pairs.
+    """
+
+    checkpoint: str
+    patch: int = 512
+    device: str = "auto"
+    amp: str = "none"
+    threads: int = 0
+    plugin: str | None = None
+    kwargs: Pairs = ()
+    overrides: Pairs = ()
+    receptive_radius: int | None = None
+    chip_size: int | None = None
+    chip_stride: int | None = None
+    blend: str = "none"
+    confidence: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kwargs", frozen_pairs(self.kwargs))
+        object.__setattr__(self, "overrides", frozen_pairs(self.overrides))
+        if self.blend not in BLENDS:
+            raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+
+    def resolved_device(self) -> torch.device:
+        """``auto`` → CUDA when available, else CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready on its device with the spec that describes it."""
+
+    module: torch.nn.Module
+    spec: ModelSpec
+    device: torch.device
+    radius: int | None
+    chip: int | None
+    stride: int | None
+    ref: ModelRef
+
+    @property
+    def blending(self) -> bool:
+        """Whether chunks are computed by overlap blending (chip models, or asked for)."""
+        return self.chip is not None or self.ref.blend != "none"
+
+    @property
+    def chip_px(self) -> int:
+        """Chip side for blending: the declared chip size, else the patch size."""
+        return self.chip or self.ref.patch
+
+    @property
+    def stride_px(self) -> int:
+        """Chip step for blending: the declared stride, else half a chip."""
+        return self.stride or max(self.chip_px // 2, 1)
+
+    @functools.cached_property
+    def lut(self) -> torch.Tensor:
+        """Output channel → legend code, on the model's device."""
+        return torch.tensor(self.spec.classes, dtype=torch.uint8, device=self.device)
+
+
+def keep_heap() -> bool:
+    """Keep freed memory in the heap (glibc): large activations then reuse warm pages.
+
+    glibc serves allocations above 32 MB with fresh ``mmap`` pages and returns
+    them on free, so each forward of a 512² patch page-faults its activations
+    again; measured here (2 cores, width 64) that halves the speed of 512² and
+    1024² patches.  Turning ``mmap`` off for this worker keeps them warm.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+@functools.lru_cache(maxsize=2)
+def load_model(ref: ModelRef) -> LoadedModel:
+    """Load the model once per process (later calls return the cached model).
+
+    Refuses a model that declares neither a receptive radius nor a chip size
+    unless blending was asked for: its chunks could not be cut safely.
+    """
+    if ref.threads > 0:
+        torch.set_num_threads(ref.threads)
+    if ref.resolved_device().type == "cpu":
+        keep_heap()
+    if ref.plugin is None:
+        ckpt = load_checkpoint(ref.checkpoint, dict(ref.overrides))
+        module, spec = ckpt.build(), ckpt.spec
+    else:
+        module, spec = build_plugin(ref.plugin, ref.checkpoint, dict(ref.kwargs), dict(ref.overrides))
+    device = ref.resolved_device()
+    module = module.to(device)
+    if device.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    radius = declared(module, "receptive_radius", ref.receptive_radius)
+    chip = declared(module, "chip_size", ref.chip_size)
+    stride = declared(module, "chip_stride", ref.chip_stride)
+    model = LoadedModel(module, spec, device, radius, chip, stride, ref)
+    if radius is None and not model.blending:
+        raise ConfigError(
+            f"model {ref.plugin or ref.checkpoint} declares neither receptive_radius nor chip_size: "
+            "declare one (measure the radius with sinolc_dist.models.plugins.measure_receptive_radius) "
+            "or set blend='gaussian'"
+        )
+    if not 0 < model.stride_px <= model.chip_px:
+        raise ConfigError(f"chip stride {model.stride_px} must be in 1..chip size {model.chip_px}")
+    return model
+
+
+def check_halo(grid: Grid, model: LoadedModel) -> None:
+    """Refuse a halo smaller than the model's receptive radius (results would not be exact).
+
+    With blending the halo is only context (results are blended, not exact), so
+    any halo is accepted.
+    """
+    if model.blending:
+        return
+    radius = model.radius or 0
+    if grid.halo < radius:
+        raise ConfigError(
+            f"grid halo {grid.halo} px is smaller than the model's receptive radius "
+            f"{radius} px, so chunk edges would differ from a whole-raster pass; "
+            f"set grid.halo >= {radius} in the workflow"
+        )
+    if grid.chunk % model.ref.patch and model.ref.patch < grid.chunk:
+        raise ConfigError(
+            f"patch size {model.ref.patch} does not divide the chunk size {grid.chunk}; "
+            "choose a patch that divides the chunk (e.g. 256, 512, 1024)"
+        )

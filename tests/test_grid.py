@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from sinolc_dist.config import load_workflow
+from sinolc_dist.errors import ConfigError
+from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, Window, geographic_grid
+
+
+def test_default_grid_covers_china_at_1m_albers():
+    g = Grid()
+    assert g.crs == CHINA_ALBERS
+    assert g.resolution == 1.0
+    assert g.chunks_shape == (1392, 1216)
+    left, bottom, right, top = g.window_bounds(g.full_window)
+    # China's Albers bounds: x -2.63e6..2.21e6, y 0.41e6..5.92e6
+    assert left < -2.63e6 and right > 2.21e6 and bottom < 0.41e6 and top > 5.92e6
+
+
+def test_chunk_ids_windows_bounds_and_transforms_agree():
+    g = Grid(chunk=4096)
+    cid = ChunkId(100, 200)
+    w = g.chunk_window(cid)
+    assert w == Window(409600, 819200, 413696, 823296)
+    assert g.chunk_bounds(cid) == g.window_bounds(w)
+    t = g.window_transform(w)
+    assert (t.c, t.f) == (g.chunk_bounds(cid)[0], g.chunk_bounds(cid)[3])
+    assert g.bounds_window(*g.chunk_bounds(cid)) == w
+    assert g.chunk_at(w.row0 + 5, w.col1 - 1) == cid
+    hw = g.halo_window(cid)
+    assert (hw.height, hw.width) == (4096 + 32, 4096 + 32)
+    assert g.halo_window(ChunkId(0, 0)).row0 == 0  # clipped, never padded
+    assert g.shard_of(cid) == ChunkId(50, 100)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"chunk": 1000, "block": 512}, "not a multiple of the storage block"),
+    ({"resolution": -1.0}, "resolution must be a positive"),
+    ({"size": (0, 10)}, "size must be positive"),
+    ({"halo": -1}, "halo must be >= 0"),
+    ({"crs": "EPSG:999999"}, "not understood by PROJ"),
+])
+def test_bad_grids_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Grid(**kwargs)
+
+
+def test_chunk_outside_the_grid_and_bad_ids():
+    with pytest.raises(ConfigError, match="outside the grid"):
+        Grid().chunk_window(ChunkId(10**6, 0))
+    with pytest.raises(ConfigError, match="bad chunk id"):
+        ChunkId.parse("c/x/1")
+    assert ChunkId.parse("c/3/4") == ChunkId.parse("3/4") == ChunkId(3, 4)
+
+
+def test_grid_round_trips_and_fingerprint():
+    g = geographic_grid()
+    assert Grid.from_dict(g.to_dict()) == g
+    assert g.fingerprint == Grid.from_dict(g.to_dict()).fingerprint != Grid().fingerprint
+    with pytest.raises(ConfigError, match="unknown grid keys"):
+        Grid.from_dict({**g.to_dict(), "chunks": 3})
+
+
+def test_geographic_workflow_defaults_to_china_in_degrees():
+    wf = load_workflow("cn-geographic")
+    assert wf.grid.pyproj_crs.is_geographic
+    assert wf.grid.origin == (73.0, 54.0)
+    assert wf.grid.resolution == pytest.approx(8.983e-6, rel=1e-3)
