@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sinolc_dist import __version__, pipeline
 from sinolc_dist.driver import RunReport
-from sinolc_dist.errors import SinolcError
+from sinolc_dist.errors import ChunkFailures, SinolcError
 from sinolc_dist.regions import PROVINCES
 from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir
 
@@ -98,6 +98,11 @@ def _run_with_progress(fn: Any, *args: Any, **kwargs: Any) -> pipeline.RunSummar
     progress = _Progress()
     try:
         return fn(*args, on_start=progress.start, on_progress=progress.update, **kwargs)
+    except ChunkFailures as exc:  # the run went on: show what it did, then the error
+        progress.stop()
+        if isinstance(exc.summary, pipeline.RunSummary):
+            _print_summary(exc.summary)
+        raise
     finally:
         progress.stop()
 

@@ -28,6 +28,13 @@ class RunDirError(SinolcError):
 
 
 class ChunkFailures(SinolcError):
-    """A run finished but some chunks failed; they can be rerun alone."""
+    """A run finished but some chunks failed; they can be rerun alone.
+
+    ``summary`` carries what the run did, so the CLI can print it before the error.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, summary: object = None) -> None:
+        super().__init__(message)
+        self.summary = summary

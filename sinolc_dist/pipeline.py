@@ -173,7 +173,7 @@ def run(
         raise ChunkFailures(
             f"{summary.report.failed} chunk(s) failed (see `sinolc-dist status --run-dir "
             f"{rundir.root}`); fix the cause and run `sinolc-dist rerun --run-dir {rundir.root} "
-            "--failed`"
+            "--failed`", summary
         )
     return summary
 
@@ -261,17 +261,21 @@ def mosaic(rundir: RunDir, allow_incomplete: bool = False) -> tuple[list[CogRepo
 
 @dataclass(frozen=True)
 class StatusReport:
-    """Per-province and total chunk counts, and the most frequent errors."""
+    """Per-province and total chunk counts, recent throughput, ETA and frequent errors."""
 
     total: dict[str, int]
     provinces: dict[str, dict[str, int]]
     errors: list[tuple[str, int]]
+    chunks_per_hour: float = 0.0
+    km2_per_hour: float = 0.0
+    eta_hours: float | None = None
     updated: float = field(default_factory=time.time)
 
 
 def status(run_dir: Path) -> StatusReport:
     """Read a run's state without touching anything."""
     rundir = RunDir(Path(run_dir)).require()
+    grid = Grid.from_dict(rundir.read_config()["grid"])
     total: Counter[str] = Counter({PENDING: 0, DONE: 0, FAILED: 0})
     provinces: dict[str, Counter[str]] = defaultdict(Counter)
     errors: Counter[str] = Counter()
@@ -282,5 +286,12 @@ def status(run_dir: Path) -> StatusReport:
                 provinces[code][rec.status] += 1
             if rec.status == FAILED and rec.error:
                 errors[rec.error.split("\n")[0][:200]] += 1
-    return StatusReport(dict(total), {k: dict(v) for k, v in provinces.items()},
-                        errors.most_common(5))
+        rate, _ = state.throughput()
+    per_hour = rate * 3600
+    km2_per_chunk = (grid.chunk * grid.resolution) ** 2 / 1e6 if not grid.pyproj_crs.is_geographic \
+        else (grid.chunk * grid.resolution * 111.32) ** 2
+    return StatusReport(
+        dict(total), {k: dict(v) for k, v in provinces.items()}, errors.most_common(5),
+        chunks_per_hour=per_hour, km2_per_hour=per_hour * km2_per_chunk,
+        eta_hours=total[PENDING] / per_hour if per_hour else None,
+    )

@@ -137,6 +137,22 @@ class StateStore:
             yield ChunkRecord(ChunkId(row, col), tuple(p for p in prov.split(",") if p),
                               status, attempts, error, checksum)
 
+    def throughput(self, window_s: float = 900.0) -> tuple[float, float]:
+        """Recent rate of done chunks: ``(chunks per second, seconds it was measured over)``.
+
+        Measured over the last ``window_s`` seconds of recorded work, so a resumed
+        run's ETA reflects the cluster running now, not an earlier one.
+        """
+        last = self._db.execute("SELECT MAX(finished) FROM chunks WHERE status = 'done'").fetchone()[0]
+        if last is None:
+            return 0.0, 0.0
+        n, first = self._db.execute(
+            "SELECT COUNT(*), MIN(finished) FROM chunks WHERE status = 'done' AND finished > ?",
+            (last - window_s,),
+        ).fetchone()
+        span = max(last - first, 1.0) if n > 1 else 0.0
+        return (n - 1) / span if span else 0.0, span
+
     def last_finished(self) -> dict[str, float]:
         """Per province, the time its latest chunk finished (to know if a mosaic is stale)."""
         out: dict[str, float] = {}
