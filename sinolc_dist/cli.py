@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sinolc_dist import __version__, pipeline
+from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.driver import RunReport
 from sinolc_dist.errors import ChunkFailures, SinolcError
 from sinolc_dist.regions import PROVINCES
@@ -263,7 +264,7 @@ def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
               help="Also write provinces with chunks not done (those areas become nodata).")
 def mosaic(run_dir: Path, allow_incomplete: bool) -> None:
     """Write one Cloud-Optimised GeoTIFF per province from the finished chunks."""
-    reports, notes = pipeline.mosaic(RunDir(run_dir).require(), allow_incomplete)
+    reports, notes = mosaic_run(RunDir(run_dir).require(), allow_incomplete)
     for m in reports:
         out.print(f"{m.path}: {m.width}×{m.height} px, COG valid: {m.valid}")
     for note in notes:

@@ -2,14 +2,13 @@
 
 Library functions that the CLI (and tests) call: :func:`run` resumes or starts
 a run (a second call skips finished chunks), :func:`rerun` runs chosen chunks
-again, :func:`mosaic` writes the provincial GeoTIFFs and :func:`status` reads
-the state.  Each takes the run directory; nothing here knows a scheduler.
+again and :func:`status` reads the state; the mosaic stage is
+:func:`sinolc_dist.deliver.mosaic_run`.  Each takes the run directory; nothing
+here knows a scheduler.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -18,17 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sinolc_dist import __version__, stores
+from sinolc_dist import stores
 from sinolc_dist.clusters import open_cluster, torch_threads
 from sinolc_dist.config import Workflow, load_profile, load_workflow
+from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.driver import RunReport, dispatch, shard_tasks
 from sinolc_dist.engine import ModelRef, check_halo, load_model
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.models.checkpoint import Checkpoint, load_checkpoint
-from sinolc_dist.mosaic import CogReport, union_window, write_cog
+from sinolc_dist.mosaic import CogReport
 from sinolc_dist.plan import make_plan, record_plan
-from sinolc_dist.regions import province_geometries, resolve_region, to_crs
+from sinolc_dist.regions import resolve_region
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
 from sinolc_dist.verify import stale_chunks
@@ -167,7 +167,7 @@ def run(
             else:
                 on_start(summary)
     if req.mosaic:
-        summary.mosaics, notes = mosaic(rundir)
+        summary.mosaics, notes = mosaic_run(rundir)
         summary.notes.extend(notes)
     if summary.report.failed:
         raise ChunkFailures(
@@ -202,61 +202,6 @@ def rerun(
                      cluster or config["cluster"], config["model"]["checkpoint"],
                      config["boundaries"])
     return run(req, only=sorted(wanted), **callbacks)
-
-
-def _mosaic_path(rundir: RunDir, adcode: str, name: str) -> Path:
-    return rundir.mosaics / f"{adcode}_{name.replace(' ', '-')}.tif"
-
-
-def mosaic(rundir: RunDir, allow_incomplete: bool = False) -> tuple[list[CogReport], list[str]]:
-    """Write one COG per province of the run from its done chunks.
-
-    A province with chunks not done is skipped (with a note) unless
-    ``allow_incomplete``; one whose file is newer than all its chunks is kept.
-    """
-    config = rundir.read_config()
-    grid = Grid.from_dict(config["grid"])
-    region = resolve_region(config["region"], config["boundaries"])
-    by_prov: dict[str, list[ChunkId]] = defaultdict(list)
-    status_by_prov: dict[str, Counter[str]] = defaultdict(Counter)
-    with StateStore(rundir.state) as state:
-        for rec in state.records():
-            for code in rec.provinces:
-                status_by_prov[code][rec.status] += 1
-                if rec.status == DONE:
-                    by_prov[code].append(rec.chunk)
-        last_done = state.last_finished()
-    if not by_prov:
-        return [], [f"no finished chunks in {rundir.root}: nothing to mosaic yet"]
-    classes = stores.open_array(rundir.output, grid)
-    geoms = province_geometries([p.adcode for p in region.provinces], config["boundaries"])
-    reports, notes = [], []
-    for prov in region.provinces:
-        counts = status_by_prov.get(prov.adcode, Counter())
-        if not by_prov.get(prov.adcode):
-            continue
-        missing = counts[PENDING] + counts[FAILED]
-        if missing and not allow_incomplete:
-            notes.append(f"{prov.name_en}: {missing} chunk(s) not done, mosaic skipped "
-                         "(rerun them, or mosaic with --allow-incomplete)")
-            continue
-        dst = _mosaic_path(rundir, prov.adcode, prov.name_en)
-        if dst.exists() and dst.stat().st_mtime > last_done.get(prov.adcode, 0.0):
-            notes.append(f"{prov.name_en}: {dst.name} is up to date")
-            continue
-        mask = to_crs(geoms[prov.adcode], grid.crs)
-        tags = {
-            "SINOLC_GRID": json.dumps(grid.to_dict()),
-            "SINOLC_MODEL_SHA256": config["model"]["sha256"],
-            "SINOLC_VERSION": __version__,
-            "SINOLC_RUN": str(rundir.root.resolve()),
-            "SINOLC_PROVINCE": f"{prov.adcode} {prov.name_zh} {prov.name_en}",
-            "SINOLC_COMPLETE": "no" if missing else "yes",
-            "SINOLC_DATE": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        }
-        reports.append(write_cog(dst, grid, classes, union_window(grid, by_prov[prov.adcode]),
-                                 mask_geometry=mask, tags=tags))
-    return reports, notes
 
 
 @dataclass(frozen=True)
