@@ -148,8 +148,8 @@ def demo(run_dir: Path, cluster: str | None) -> None:
 @click.option("--region", required=True,
               help="CN, province names/adcodes (comma-separated), bbox:minlon,minlat,maxlon,maxlat, "
                    "or a GeoJSON/GeoPackage file.")
-@click.option("--workflow", default="demo", show_default=True,
-              help="Workflow name in workflows/ (demo, cn) or a .yaml path.")
+@click.option("--workflow", default="cn", show_default=True,
+              help="Workflow name in workflows/ (cn, cn-geographic, demo) or a .yaml path.")
 @CLUSTER
 @RUN_DIR
 @click.option("--checkpoint", default=None, help="Model checkpoint (.pt); overrides the workflow.")
@@ -254,8 +254,14 @@ def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
         table.add_row(name, *(str(counts.get(k, 0)) for k in ("done", "failed", "pending")))
     table.add_row("total", *(str(report.total.get(k, 0)) for k in ("done", "failed", "pending")))
     out.print(table)
+    if report.chunks_per_hour:
+        eta = f"{report.eta_hours:,.1f} h" if report.eta_hours is not None else "?"
+        out.print(f"recent throughput: {report.chunks_per_hour:,.0f} chunks/h, "
+                  f"{report.km2_per_hour:,.0f} km²/h; ETA for the pending chunks: {eta}")
+    if report.errors:
+        out.print("most frequent errors:")
     for error, n in report.errors:
-        out.print(f"{n} × {error}")
+        out.print(f"  {n} × {error}", markup=False)
 
 
 @cli.command()

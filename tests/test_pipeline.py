@@ -94,3 +94,18 @@ def test_unknown_workflow_and_cluster(small_run):
         pipeline.run(pipeline.RunRequest(req.run_dir, req.region, "nope", req.cluster))
     with pytest.raises(ConfigError, match="unknown cluster"):
         pipeline.run(pipeline.RunRequest(req.run_dir, req.region, req.workflow, "nope"))
+
+
+@pytest.mark.slow
+def test_rerun_one_chunk_and_a_province(small_run):
+    rundir, scene, req = small_run["rundir"], small_run["scene"], small_run["req"]
+    pipeline.run(pipeline.RunRequest(**{**req.__dict__, "mosaic": False}))
+    before = run_output(rundir, scene.window)
+    with StateStore(rundir.state) as state:
+        first = state.chunk_ids(DONE)[0]
+    summary = pipeline.rerun(rundir.root, chunks=[first.key])
+    assert summary.report.done == 1
+    assert np.array_equal(run_output(rundir, scene.window), before)
+    assert pipeline.rerun(rundir.root, province="湖北").report.done == 12
+    with pytest.raises(RunDirError, match="not in this run's plan"):
+        pipeline.rerun(rundir.root, chunks=["c/0/0"])
