@@ -6,11 +6,13 @@ asks for it, a chunk is classified by running the model on overlapping chips
 and blending their softmax probabilities:
 
 * chips of ``chip`` px lie on one global lattice of step ``stride`` (aligned to
-  the grid origin, like the engine's patches), so a pixel sees the same chips
-  whatever the chunking except near chunk edges, where a chip that would
-  reach past the chunk's halo window is shifted inward to fit it (a window
-  smaller than a chip gives a clipped chip, zero-padded back to ``chip`` px for
-  fixed-size models);
+  the grid origin, like the engine's patches; at the raster's edge a chip is
+  shifted inward), so a pixel sees the same chips whatever the chunking,
+  except where a chip would reach past the chunk's halo window: it is then
+  shifted inward to fit (a window smaller than a chip gives a clipped chip,
+  zero-padded back to ``chip`` px for fixed-size models).  With a halo of at
+  least ``chip - stride`` and chunks a multiple of ``stride`` that happens
+  only within a chip of the raster's edge;
 * each chip's probabilities are weighted by a separable Gaussian centred on the
   chip (sigma = chip / 8), accumulated, normalised by the summed weights, and the
   argmax taken.  Measured here (shared/domain.md): uniform weights left 3.5 % of
@@ -42,22 +44,26 @@ def _fit(start: int, size: int, lo: int, hi: int) -> tuple[int, int]:
     return start, start + size
 
 
-def chip_windows(chunk_win: Window, window: Window, chip: int, stride: int) -> list[Window]:
+def chip_windows(chunk_win: Window, window: Window, extent: Window, chip: int, stride: int) -> list[Window]:
     """Chips of the global lattice that cover ``chunk_win``, fitted inside ``window``.
 
-    Lattice chips start at multiples of ``stride``; those that overlap the chunk
-    are shifted (or clipped) into the available ``window`` (the chunk's halo
-    window, clipped to the grid).  Duplicates after shifting are dropped so no
-    chip counts twice.  Every chunk pixel is covered when ``stride <= chip``.
+    Lattice chips start at multiples of ``stride``.  Each is first fitted to
+    the raster's ``extent`` (shifted inward at the raster's edge, the same for
+    every chunking), kept when it then overlaps the chunk, and fitted again
+    into the available ``window`` (the chunk's halo window).  Duplicates after
+    fitting are dropped so no chip counts twice.  Every chunk pixel is covered
+    when ``stride <= chip``.
     """
-    def starts(lo: int, hi: int) -> list[int]:
-        first = max(0, (lo - chip) // stride + 1)
-        return [k * stride for k in range(first, (hi - 1) // stride + 1) if k * stride + chip > lo]
+    def axis(lo: int, hi: int, wlo: int, whi: int, elo: int, ehi: int) -> list[tuple[int, int]]:
+        fitted: dict[tuple[int, int], None] = {}
+        for k in range(max(0, (lo - chip) // stride), (hi + chip) // stride + 1):
+            a, b = _fit(k * stride, chip, elo, ehi)
+            if a < hi and b > lo:
+                fitted[_fit(a, b - a, wlo, whi)] = None
+        return list(fitted)
 
-    rows = dict.fromkeys(_fit(r, chip, window.row0, window.row1)
-                         for r in starts(chunk_win.row0, chunk_win.row1))
-    cols = dict.fromkeys(_fit(c, chip, window.col0, window.col1)
-                         for c in starts(chunk_win.col0, chunk_win.col1))
+    rows = axis(chunk_win.row0, chunk_win.row1, window.row0, window.row1, extent.row0, extent.row1)
+    cols = axis(chunk_win.col0, chunk_win.col1, window.col0, window.col1, extent.col0, extent.col1)
     return [Window(r0, c0, r1, c1) for r0, r1 in rows for c0, c1 in cols]
 
 
@@ -77,6 +83,7 @@ def blend_chunk(
     x: torch.Tensor,
     chunk_win: Window,
     halo_win: Window,
+    extent: Window,
     chip: int,
     stride: int,
     classes: int,
@@ -84,14 +91,15 @@ def blend_chunk(
 ) -> torch.Tensor:
     """Blended class probabilities ``(classes, h, w)`` over ``chunk_win``.
 
-    ``x`` is the normalised input over ``halo_win``; ``probs`` maps one chip
+    ``x`` is the normalised input over ``halo_win``, ``extent`` the whole
+    raster (the grid's full window); ``probs`` maps one chip
     ``(bands, h, w)`` to softmax probabilities ``(classes, h, w)``.  With
     ``fixed_size`` a chip clipped by a small window is zero-padded (bottom and
     right; zero is the normalised nodata value) to ``chip`` px and cropped back.
     """
     acc = torch.zeros((classes, chunk_win.height, chunk_win.width), dtype=torch.float32, device=x.device)
     wsum = torch.zeros((chunk_win.height, chunk_win.width), dtype=torch.float32, device=x.device)
-    for c in chip_windows(chunk_win, halo_win, chip, stride):
+    for c in chip_windows(chunk_win, halo_win, extent, chip, stride):
         part = c.intersect(chunk_win)
         if part.height <= 0 or part.width <= 0:
             continue

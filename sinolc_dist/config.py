@@ -10,7 +10,8 @@ Unknown keys are errors, so a typo never passes silently.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+import hashlib
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from pyproj import CRS
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import CHINA_ALBERS, Grid, geographic_grid
 from sinolc_dist.models import DEMO_CHECKPOINT
+from sinolc_dist.models.checkpoint import file_sha256, load_checkpoint
+from sinolc_dist.models.loader import ModelRef
 
 _PACKAGE = Path(__file__).resolve().parent
 _SEARCH = {
@@ -83,12 +86,26 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Which checkpoint and how to run it."""
+    """Which model and how to run it (the workflow's ``model:`` section).
+
+    ``checkpoint`` is a sinolc checkpoint, a plain ``state_dict`` (with ``overrides``
+    giving bands/classes/mean/std/width), a TorchScript file (``plugin: torchscript``)
+    or the weights of a ``plugin: package.module:factory`` model; see
+    ``sinolc_dist.models.plugins`` for the plug-in contract.
+    """
 
     checkpoint: str | None = None
     patch: int = 512
     device: str = "auto"
     amp: str = "none"
+    plugin: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    receptive_radius: int | None = None
+    chip_size: int | None = None
+    chip_stride: int | None = None
+    blend: str = "none"
+    confidence: bool = False
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):
@@ -97,12 +114,37 @@ class ModelOptions:
             raise ConfigError(f"model.patch must be >= 16 px, got {self.patch}")
 
     def checkpoint_path(self) -> str:
-        """The checkpoint file (``demo`` = the packaged one); error if none was given."""
+        """The model file (``demo`` = the packaged one); "" for a factory plug-in without weights."""
         if not self.checkpoint:
+            if self.plugin and self.plugin != "torchscript":
+                return ""
             raise ConfigError(
                 "no model checkpoint: pass --checkpoint PATH or set model.checkpoint in the workflow"
             )
         return str(DEMO_CHECKPOINT if self.checkpoint == "demo" else Path(self.checkpoint).resolve())
+
+    def identify(self) -> dict[str, Any]:
+        """Check the model file now and describe the model for the frozen run configuration.
+
+        A sinolc checkpoint or state_dict is read (``weights_only``) so a bad file
+        fails before anything is written; its SHA-256 names the weights in outputs.
+        """
+        path = self.checkpoint_path()
+        if self.plugin is None:
+            sha = load_checkpoint(path, self.overrides).sha256
+        elif path:
+            if not Path(path).is_file():
+                raise ConfigError(f"model file {path} does not exist")
+            sha = file_sha256(path)
+        else:
+            sha = hashlib.sha256(self.plugin.encode()).hexdigest()
+        return {**asdict(self), "checkpoint": path, "sha256": sha}
+
+
+def model_ref(frozen_model: dict[str, Any], threads: int) -> ModelRef:
+    """The worker-side model reference from the frozen configuration's ``model`` entry."""
+    fields_ = {k: v for k, v in frozen_model.items() if k != "sha256"}
+    return ModelRef(**fields_, threads=threads)
 
 
 @dataclass(frozen=True)

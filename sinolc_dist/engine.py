@@ -44,9 +44,8 @@ from sinolc_dist.grid import ChunkId, Grid, Window
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
 from sinolc_dist.state import ChunkResult
+from sinolc_dist.stores import CONFIDENCE_ARRAY
 
-#: Name of the optional confidence array in the output store's group (created by the driver).
-CONFIDENCE_ARRAY = "confidence"
 #: Chunk reads a shard task keeps in flight ahead of the chunk being computed.
 PREFETCH = 2
 T = TypeVar("T")
@@ -149,7 +148,8 @@ def _classify(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray,
     if model.blending:
         probs = blend_chunk(
             lambda t: torch.softmax(_logits(model, t).float(), dim=0), x, chunk_win, halo_win,
-            model.chip_px, model.stride_px, len(model.spec.classes), fixed_size=model.chip is not None,
+            grid.full_window, model.chip_px, model.stride_px, len(model.spec.classes),
+            fixed_size=model.radius is None,
         )
         top, idx = probs.max(dim=0)
     else:
@@ -221,7 +221,8 @@ def _prefetch(reader: ThreadPoolExecutor, read: Callable[[ChunkId], T],
 
 def _confidence_array(output_path: str, grid: Grid) -> zarr.Array | None:
     """The output store's ``confidence`` array when the driver created one, else ``None``."""
-    group = zarr.open_group(output_path, mode="r+", zarr_format=3)
+    # Not from the consolidated metadata: the array may have been added after it was written.
+    group = zarr.open_group(output_path, mode="r+", zarr_format=3, use_consolidated=False)
     if CONFIDENCE_ARRAY not in group:
         return None
     arr = group[CONFIDENCE_ARRAY]

@@ -7,18 +7,23 @@ grid's coordinates so that it lines up with the province outlines (reprojected
 to the grid's CRS and simplified to a fraction of a chunk, for drawing only).
 The whole country takes about two seconds and under 100 MB.
 
+:func:`quicklook` draws provincial COGs (or the national VRT's files) in the
+legend's colours, from their overviews.
+
 Figures are drawn with :class:`matplotlib.figure.Figure` on the Agg canvas (no
 pyplot, no global state) and written atomically as PNG.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import shapely
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
@@ -28,10 +33,12 @@ from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import Grid
+from sinolc_dist.legend import LEGEND, NODATA
 from sinolc_dist.plan import Plan
 from sinolc_dist.regions import province_by_name, province_geometries, to_crs
 from sinolc_dist.rundir import RunDir
@@ -235,3 +242,89 @@ def _save(fig: Figure, ax: Axes, view: tuple[float, float, float, float], path: 
                          "free space or give a writable path for --map") from None
     return path
 
+
+
+# ------------------------------------------------------------------ quicklooks
+#: Longest side of a quicklook's map, in map pixels (the PNG is about 1.5 times wider).
+QUICKLOOK_SIDE = 1200
+
+
+def quicklook(sources: Path | Sequence[Path], path: Path, title: str = "",
+              side: int = QUICKLOOK_SIDE) -> Path:
+    """Draw class mosaics in the legend's colours, with a legend, as a PNG; returns ``path``.
+
+    ``sources`` are COGs of one CRS, or a VRT over them (its files are drawn).
+    Each file is read from the coarsest overview still at least as fine as the
+    picture, decimated with nearest neighbour: a province or the whole country
+    takes a second or so, never a read at full resolution (unless a file is
+    smaller than the picture).
+    """
+    path = _writable(Path(path))
+    files = _quicklook_files(sources)
+    with rasterio.open(files[0]) as src:
+        crs, res = src.crs, src.res[0]
+    boxes = []
+    for file in files:
+        with rasterio.open(file) as src:
+            if src.crs != crs:
+                raise InputError(f"cannot draw {file} with {files[0]}: their CRSs differ")
+            boxes.append(src.bounds)
+    left, bottom = min(b.left for b in boxes), min(b.bottom for b in boxes)
+    right, top = max(b.right for b in boxes), max(b.top for b in boxes)
+    step = max(right - left, top - bottom, res) / side
+    canvas = np.zeros((max(1, math.ceil((top - bottom) / step)),
+                       max(1, math.ceil((right - left) / step))), np.uint8)
+    for file in files:
+        _paste(canvas, file, left, top, step)
+    fig, ax = _figure(canvas)
+    lut = np.zeros((256, 4), np.uint8)
+    for code, (_, rgb) in LEGEND.items():
+        lut[code] = (*rgb, 255)
+    extent = (left, left + canvas.shape[1] * step, top - canvas.shape[0] * step, top)
+    ax.imshow(lut[canvas], extent=extent, origin="upper", interpolation="nearest", zorder=1)
+    if crs.is_geographic:  # degrees of longitude shrink with latitude
+        ax.set_aspect(1 / math.cos(math.radians((extent[2] + extent[3]) / 2)))
+    present = [int(c) for c in np.unique(canvas) if c != NODATA and c in LEGEND]
+    handles = [Patch(facecolor=np.array(LEGEND[c][1]) / 255, edgecolor="#808080", linewidth=0.3,
+                     label=LEGEND[c][0]) for c in present]
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                  ncols=min(4, len(handles)), fontsize="small", frameon=False)
+    ax.set_title(title)
+    return _save(fig, ax, (extent[0], extent[2], extent[1], extent[3]), path)
+
+
+def _quicklook_files(sources: Path | Sequence[Path]) -> list[Path]:
+    """The raster files to draw: the given ones, a VRT replaced by its source files."""
+    items = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
+    files: list[Path] = []
+    for item in items:
+        if item.suffix.lower() == ".vrt":
+            with rasterio.open(item) as src:
+                files.extend(Path(f) for f in src.files if Path(f).suffix.lower() != ".vrt")
+        else:
+            files.append(item)
+    if not files:
+        raise InputError("nothing to draw: give provincial COGs or the national VRT")
+    return files
+
+
+def overview_level(factors: Sequence[int], decimation: float) -> int | None:
+    """Index of the coarsest overview no coarser than ``decimation``; ``None``: full resolution."""
+    levels = [i for i, f in enumerate(factors) if f <= decimation]
+    return levels[-1] if levels else None
+
+
+def _paste(canvas: np.ndarray, file: Path, left: float, top: float, step: float) -> None:
+    """Read one file decimated to the canvas's pixel size and lay its classes (not nodata) on it."""
+    with rasterio.open(file) as src:
+        b = src.bounds
+        level = overview_level(src.overviews(1), step / src.res[0])
+    r0, c0 = round((top - b.top) / step), round((b.left - left) / step)
+    r1 = min(canvas.shape[0], max(r0 + 1, round((top - b.bottom) / step)))
+    c1 = min(canvas.shape[1], max(c0 + 1, round((b.right - left) / step)))
+    options = {} if level is None else {"OVERVIEW_LEVEL": level}
+    with rasterio.open(file, **options) as src:
+        data = src.read(1, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest)
+    view = canvas[r0:r1, c0:c1]
+    np.copyto(view, data, where=data != NODATA)

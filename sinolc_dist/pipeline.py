@@ -20,12 +20,12 @@ from typing import Any
 from sinolc_dist import stores
 from sinolc_dist.clusters import open_cluster, torch_threads
 from sinolc_dist.config import Workflow, load_profile, load_workflow
+from sinolc_dist.config import model_ref as model_ref_from
 from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.driver import RunReport, dispatch, shard_tasks
-from sinolc_dist.engine import ModelRef, check_halo, load_model
+from sinolc_dist.engine import check_halo, load_model
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
-from sinolc_dist.models.checkpoint import Checkpoint, load_checkpoint
 from sinolc_dist.mosaic import CogReport
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.regions import resolve_region
@@ -76,12 +76,11 @@ def setup_logging(rundir: RunDir) -> None:
     logger.setLevel(logging.INFO)
 
 
-def _frozen_config(req: RunRequest, wf: Workflow, ckpt: Checkpoint) -> dict[str, Any]:
+def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any]) -> dict[str, Any]:
     return {
         "workflow": req.workflow,
         "grid": wf.grid.to_dict(),
-        "model": {"checkpoint": ckpt.path, "sha256": ckpt.sha256, "patch": wf.model.patch,
-                  "amp": wf.model.amp, "device": wf.model.device},
+        "model": model,
         "region": req.region,
         "boundaries": req.boundaries,
         "cluster": req.cluster,
@@ -89,11 +88,6 @@ def _frozen_config(req: RunRequest, wf: Workflow, ckpt: Checkpoint) -> dict[str,
         "max_in_flight": wf.run.max_in_flight,
         "mosaic_crs": wf.mosaic_crs,
     }
-
-
-def _model_ref(config: dict[str, Any], torch_threads: int) -> ModelRef:
-    m = config["model"]
-    return ModelRef(m["checkpoint"], m["patch"], m["device"], m["amp"], torch_threads)
 
 
 def run(
@@ -110,14 +104,14 @@ def run(
     wf = load_workflow(req.workflow, req.checkpoint)
     kind, settings = load_profile(req.cluster)
     region = resolve_region(req.region, req.boundaries)
-    ckpt = load_checkpoint(wf.model.checkpoint_path())
+    model = wf.model.identify()
     rundir = RunDir(Path(req.run_dir)).create()
     setup_logging(rundir)
     summary = RunSummary(rundir)
     with rundir.driver_lock():
-        config = rundir.freeze(_frozen_config(req, wf, ckpt), COMPATIBLE)
+        config = rundir.freeze(_frozen_config(req, wf, model), COMPATIBLE)
         grid = Grid.from_dict(config["grid"])
-        model_ref = _model_ref(config, torch_threads(settings))
+        model_ref = model_ref_from(config["model"], torch_threads(settings))
         check_halo(grid, load_model(model_ref))
         with StateStore(rundir.state) as state:
             planned_for = state.get_meta("plan_region")
@@ -135,7 +129,8 @@ def run(
                 )
             stores.open_array(rundir.input, grid)
             stores.create_store(rundir.output, grid, "output",
-                                attrs={"sinolc_model_sha256": config["model"]["sha256"]})
+                                attrs={"sinolc_model_sha256": config["model"]["sha256"]},
+                                confidence=bool(config["model"].get("confidence")))
             stale = stale_chunks(state, grid, rundir.output)
             if stale:
                 state.reset(stale)
@@ -155,7 +150,7 @@ def run(
             log.info("run %s: %d planned, %d done, %d to do", rundir.root, summary.planned,
                      counts[DONE], len(todo))
             if todo:
-                with open_cluster(kind, settings) as client:
+                with open_cluster(kind, settings, rundir.root) as client:
                     summary.dashboard = client.dashboard_link
                     on_start(summary)
                     tasks = shard_tasks(grid, todo, str(rundir.input), str(rundir.output),

@@ -29,6 +29,8 @@ from sinolc_dist.grid import Grid, Window
 
 INPUT_ARRAY = "image"
 OUTPUT_ARRAY = "classes"
+#: Optional output array: top-1 probability of the predicted class, 0..255 (0 = nodata).
+CONFIDENCE_ARRAY = "confidence"
 _COORD_BLOCK = 1 << 20
 
 
@@ -64,11 +66,13 @@ def _write_georeference(group: zarr.Group, grid: Grid) -> None:
 
 
 def create_store(
-    path: str | Path, grid: Grid, kind: str, bands: int = 3, attrs: dict[str, Any] | None = None
+    path: str | Path, grid: Grid, kind: str, bands: int = 3, attrs: dict[str, Any] | None = None,
+    confidence: bool = False,
 ) -> zarr.Array:
     """Create an empty input (``kind="input"``, uint8 bands) or output store.
 
-    The output store holds uint8 class codes with 0 as nodata.  Creating a store
+    The output store holds uint8 class codes with 0 as nodata, and with
+    ``confidence`` a ``confidence`` array of the same layout.  Creating a store
     that already exists is an error unless it was made for the same grid, in
     which case the existing array is returned untouched.
     """
@@ -89,11 +93,12 @@ def create_store(
     if kind == "input":
         band = group.create_array("band", shape=(bands,), dtype="int32", dimension_names=("band",))
         band[:] = np.arange(1, bands + 1, dtype="int32")
-    group.create_array(
-        name, shape=shape, dtype="uint8", chunks=chunks, shards=shards,
-        compressors=_compressor(), fill_value=0, dimension_names=dims,
-        attributes={"grid_mapping": "spatial_ref", "nodata": 0},
-    )
+    for array_name in (name, CONFIDENCE_ARRAY) if confidence and kind == "output" else (name,):
+        group.create_array(
+            array_name, shape=shape, dtype="uint8", chunks=chunks, shards=shards,
+            compressors=_compressor(), fill_value=0, dimension_names=dims,
+            attributes={"grid_mapping": "spatial_ref", "nodata": 0},
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "consolidated metadata is not in the v3 spec"
         zarr.consolidate_metadata(path)

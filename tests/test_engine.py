@@ -6,15 +6,13 @@ import torch
 from conftest import input_store, small_grid
 
 from sinolc_dist import stores
-from sinolc_dist.engine import ModelRef, ShardTask, classify_chunk, load_model, run_shard
+from sinolc_dist.engine import ModelRef, ShardTask, classify_chunk, load_model, normalise, run_shard
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import ChunkId
 
 
 def whole_raster_classes(model, image: np.ndarray) -> np.ndarray:
     """One pass of the model over the whole raster: the reference."""
-    from sinolc_dist.engine import normalise
-
     x, valid = normalise(image, model.spec, torch.device("cpu"))
     with torch.inference_mode():
         logits = model.module(x[None])
@@ -85,3 +83,36 @@ def test_wrong_band_count_is_reported_per_chunk(random_checkpoint, tmp_path):
     (result,) = run_shard(task)
     assert not result.ok
     assert "4 bands but the model expects 3" in result.error
+
+
+def test_float_imagery_nan_inf_and_out_of_range_values(random_checkpoint, random_image):
+    model = load_model(ModelRef(str(random_checkpoint), patch=32))
+    grid = small_grid()
+    image = random_image.astype(np.float32)
+    image[0, 10, 10] = np.nan          # a NaN band: nodata
+    image[:, 20, 20] = np.inf          # infinite: nodata
+    image[1, 30, 30] = -np.inf
+    image[:, 40:44, 40:44] = -7.5      # all bands negative: valid (not exactly 0), clipped to 0
+    image[2, 50:54, 50:54] = -1.0      # one band below range: clipped to 0
+    image[:, 60:64, 60:64] = 300.0     # overshoot: clipped to 255
+    image[:, 70, 70] = 0.0             # all bands 0: nodata
+    # The same scene written the way the rule reads it: nodata as zeros, values clipped.
+    same = image.copy()
+    for r, c in ((10, 10), (20, 20), (30, 30)):
+        same[:, r, c] = 0.0
+    same[2, 50:54, 50:54] = 0.0
+    same[:, 60:64, 60:64] = 255.0
+
+    x, valid = normalise(image, model.spec, torch.device("cpu"))
+    assert torch.isfinite(x).all()
+    nodata = [(10, 10), (20, 20), (30, 30), (70, 70)]
+    assert not any(valid[r, c] for r, c in nodata) and int((~valid).sum()) == len(nodata)
+    mean = torch.tensor(model.spec.mean).view(-1, 1, 1)
+    std = torch.tensor(model.spec.std).view(-1, 1, 1)
+    assert torch.allclose(x[:, 40:44, 40:44], ((0 - mean) / std).expand(3, 4, 4))
+    assert torch.allclose(x[:, 60:64, 60:64], ((255 - mean) / std).expand(3, 4, 4))
+
+    got = engine_classes(model, grid, image)
+    assert np.array_equal(got, engine_classes(model, grid, same))  # NaN/inf never leak into neighbours
+    assert np.array_equal(got, whole_raster_classes(model, image))
+    assert all(got[r, c] == 0 for r, c in nodata) and int((got == 0).sum()) == len(nodata)

@@ -74,7 +74,7 @@ def test_failed_chunks_then_rerun(small_run):
 def test_incompatible_resume_is_refused(small_run, tmp_path):
     rundir, req = small_run["rundir"], small_run["req"]
     wf = pipeline.load_workflow(req.workflow)
-    rundir.freeze(pipeline._frozen_config(req, wf, pipeline.load_checkpoint(wf.model.checkpoint_path())),
+    rundir.freeze(pipeline._frozen_config(req, wf, wf.model.identify()),
                   pipeline.COMPATIBLE)
     other = pipeline.RunRequest(rundir.root, "bbox:113,30,114,31", req.workflow, req.cluster)
     with pytest.raises(RunDirError, match="region"):
@@ -109,3 +109,21 @@ def test_rerun_one_chunk_and_a_province(small_run):
     assert pipeline.rerun(rundir.root, province="湖北").report.done == 12
     with pytest.raises(RunDirError, match="not in this run's plan"):
         pipeline.rerun(rundir.root, chunks=["c/0/0"])
+
+
+@pytest.mark.slow
+def test_confidence_output(small_run, tmp_path):
+    wf = tmp_path / "conf.yaml"
+    wf.write_text(small_run["wf"].read_text().replace("device: cpu}", "device: cpu, confidence: true}"))
+    req = pipeline.RunRequest(**{**small_run["req"].__dict__, "workflow": str(wf), "mosaic": False})
+    pipeline.run(req)
+    rundir, window = small_run["rundir"], small_run["scene"].window
+    import zarr
+
+    conf = zarr.open_group(rundir.output, mode="r")["confidence"]
+    rows, cols = window.slices()
+    values = conf[rows, cols]
+    classes = run_output(rundir, window)
+    assert values.dtype == np.uint8
+    assert (values[classes > 0] > 0).all()
+    assert values.max() <= 255

@@ -28,8 +28,13 @@ Contract, for both kinds:
     on at most this many pixels each side.  Chunks are then computed exactly
     (equal to a whole-raster pass) and the grid's halo must be at least it.
   - ``chip_size: int`` (optional ``chip_stride``, default ``chip_size // 2``):
-    not fully convolutional; the model is run on ``chip_size`` px chips with
-    overlap and Gaussian blending (``sinolc_dist.blend``).
+    run the model on ``chip_size`` px chips with overlap and Gaussian blending
+    (``sinolc_dist.blend``).  A model without ``receptive_radius`` is taken to
+    need exactly ``chip_size`` px: a chip clipped by the raster's edge is
+    zero-padded for it.  For chunked results that match a whole-raster blended
+    pass, make the grid's halo at least ``chip_size - chip_stride`` and the
+    chunk a multiple of the stride: every chip then fits the halo window
+    unshifted, except within a chip of the raster's edge.
 
   A model that declares neither is refused unless ``ModelRef.blend`` is
   ``"gaussian"``.  :func:`measure_receptive_radius` measures the radius of a

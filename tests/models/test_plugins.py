@@ -26,6 +26,7 @@ def test_factory_plugin_equals_checkpoint(random_checkpoint, random_image):
     assert np.array_equal(engine_classes(plug, grid, random_image), engine_classes(ref, grid, random_image))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # torch 2.13 deprecates TorchScript
 def test_torchscript_equals_checkpoint(random_checkpoint, random_image, tmp_path):
     module = load_checkpoint(random_checkpoint).build()
     path = tmp_path / "l2hnet.ts"
@@ -39,8 +40,9 @@ def test_torchscript_equals_checkpoint(random_checkpoint, random_image, tmp_path
         load_model(ModelRef(str(path), plugin="torchscript"))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_bad_plugin_paths_are_clear(tmp_path):
-    with pytest.raises(ConfigError, match="package.module:factory"):
+    with pytest.raises(ConfigError, match=r"package\.module:factory"):
         load_model(ModelRef("", plugin="no_colon"))
     with pytest.raises(ConfigError, match="cannot be imported"):
         load_model(ModelRef("", plugin="no_such_module_xyz:make"))
