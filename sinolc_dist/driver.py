@@ -60,13 +60,15 @@ def dispatch(
     max_in_flight: int,
     on_progress: Callable[[RunReport], None] = lambda r: None,
     work: Callable[[ShardTask], list[ChunkResult]] = run_shard,
+    resources: dict[str, float] | None = None,
 ) -> RunReport:
     """Run tasks on the cluster, retrying failed chunks, recording every result.
 
     A chunk that raises (or whose worker dies) is retried up to ``retries``
     times, then recorded as failed with its reason; the rest goes on.  ``work``
     is the function a worker runs for a task (the engine's :func:`run_shard`;
-    the dispatch benchmark passes a no-op).
+    the dispatch benchmark passes a no-op); ``resources`` is what each task asks
+    of a worker (``{"GPU": 1}`` on GPU clusters).
     """
     report = RunReport()
     t_start = time.time()
@@ -83,7 +85,8 @@ def dispatch(
         if task is None:
             return False
         n = 1 + max(attempts[c] for c in task.chunks)
-        fut = client.submit(work, task, key=f"{task.key}-a{n}", pure=False, retries=0)
+        fut = client.submit(work, task, key=f"{task.key}-a{n}", pure=False, retries=0,
+                            resources=resources)
         futures[fut] = task
         seq.add(fut)
         return True

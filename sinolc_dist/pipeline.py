@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sinolc_dist import stores
-from sinolc_dist.clusters import open_cluster, torch_threads
+from sinolc_dist.clusters import open_cluster, task_resources, torch_threads
 from sinolc_dist.config import Workflow, load_profile, load_workflow
 from sinolc_dist.config import model_ref as model_ref_from
 from sinolc_dist.deliver import mosaic_run
@@ -158,6 +158,7 @@ def run(
                     summary.report = dispatch(
                         client, state, tasks, config["retries"], config["max_in_flight"],
                         on_progress=lambda r: on_progress(r, len(todo)),
+                        resources=task_resources(settings),
                     )
             else:
                 on_start(summary)

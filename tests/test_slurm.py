@@ -1,0 +1,164 @@
+"""The cluster layer on a real SLURM (start one with `sudo cluster/local-slurm/start.sh`).
+
+Worker jobs go through sbatch with TLS and adaptive scaling; a worker job cancelled
+mid-run is replaced and costs no chunk; the driver itself runs as a batch job.  Every
+output must equal a LocalCluster run of the same scene.  All Dask addresses are on
+127.0.0.1 (the profiles use ``interface: lo``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import yaml
+from conftest import CLUSTER, SMALL_SCENE, WORKFLOW, run_output
+from distributed import get_client
+
+from sinolc_dist import pipeline
+from sinolc_dist.demo.run import prepare_demo
+from sinolc_dist.rundir import RunDir
+from sinolc_dist.state import DONE, StateStore
+
+
+def _why_no_slurm() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no SLURM: sinfo is not on PATH (start one: sudo cluster/local-slurm/start.sh)"
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20,
+                          check=False)
+    if proc.returncode:
+        return f"SLURM does not answer: {' '.join(proc.stderr.split())}"
+    if not {"idle", "mixed"} & set(proc.stdout.split()):
+        return f"no idle SLURM node (sinfo states: {' '.join(proc.stdout.split()) or 'none'})"
+    return None
+
+
+NO_SLURM = _why_no_slurm()
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.skipif(NO_SLURM is not None, reason=NO_SLURM or "")]
+
+
+@pytest.fixture
+def job_name():
+    """A job name unique to the test; its jobs are cancelled afterwards, whatever happened."""
+    name = f"sinolc-t{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["scancel", "-n", name], check=False)
+
+
+def _profile(tmp_path: Path, job_name: str) -> str:
+    path = tmp_path / "slurm-test.yaml"
+    path.write_text(yaml.safe_dump({"slurm": {
+        "cores": 1, "processes": 1, "memory": "2GB", "queue": "debug", "walltime": "00:30:00",
+        "interface": "lo", "tls": True, "minimum_jobs": 2, "maximum_jobs": 2, "torch_threads": 1,
+        "job_name": job_name,
+    }}))
+    return str(path)
+
+
+def _running(job_name: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-n", job_name, "-t", "RUNNING", "-o", "%i"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, random_checkpoint) -> np.ndarray:
+    """The small scene's classes from a LocalCluster run (the fixture's profile)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    wf, cl = tmp / "small.yaml", tmp / "two.yaml"
+    wf.write_text(WORKFLOW % random_checkpoint)
+    cl.write_text(CLUSTER)
+    ref = RunDir(tmp / "ref")
+    scene = prepare_demo(ref, str(wf), SMALL_SCENE)
+    pipeline.run(pipeline.RunRequest(ref.root, str(scene.region_file), str(wf), str(cl), mosaic=False))
+    return run_output(ref, scene.window)
+
+
+def _all_done(rundir: RunDir) -> int:
+    with StateStore(rundir.state) as state:
+        return state.count()[DONE]
+
+
+def test_run_through_sbatch_equals_local(small_run, reference, tmp_path, job_name):
+    rundir, scene = small_run["rundir"], small_run["scene"]
+    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
+    summary = pipeline.run(req)
+    assert summary.report.done == 12 and _all_done(rundir) == 12
+    assert np.array_equal(run_output(rundir, scene.window), reference)
+    assert summary.dashboard.startswith("http://127.0.0.1:")
+    logs = sorted((rundir.root / "logs" / "workers").glob(f"{job_name}-*.err"))
+    assert len(logs) >= 2  # the workers ran as SLURM jobs
+    assert re.search(r"Start worker at:\s+tls://127\.0\.0\.1:", logs[0].read_text())
+
+
+def test_cancelled_worker_job_is_replaced(small_run, reference, tmp_path, job_name):
+    rundir, scene = small_run["rundir"], small_run["scene"]
+    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
+    seen: dict[str, object] = {}
+
+    def cancel_a_busy_worker(report, total) -> None:
+        if not report.done or "cancelled" in seen:
+            return
+        # The worker with the most tasks in flight, and the job it runs in (from its log).
+        busy = max(get_client().processing().items(), key=lambda kv: len(kv[1]))
+        seen["in_flight"] = len(busy[1])
+        logs = (rundir.root / "logs" / "workers").glob(f"{job_name}-*.err")
+        victim = next(p.stem.rsplit("-", 1)[1] for p in logs if busy[0] in p.read_text())
+        before = set(_running(job_name))
+        subprocess.run(["scancel", victim], check=True)
+        seen["cancelled"] = victim
+        # The dispatch waits here; the scheduler and adaptive scaling go on in their thread.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not set(_running(job_name)) - before:
+            time.sleep(0.5)
+        seen["replacement"] = sorted(set(_running(job_name)) - before)
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}):
+        pipeline.run(req, on_progress=cancel_a_busy_worker)
+    assert seen["in_flight"] and seen["replacement"], seen
+    assert seen["cancelled"] not in _running(job_name)
+    assert _all_done(rundir) == 12
+    assert np.array_equal(run_output(rundir, scene.window), reference)
+
+
+def _wait_for_job(job_id: str, timeout: float) -> tuple[str, str]:
+    """(JobState, ExitCode) once the job has left the queue."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                             text=True, check=True).stdout
+        state, code = re.search(r"JobState=(\S+)", out)[1], re.search(r"ExitCode=(\S+)", out)[1]
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            return state, code
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} still {state} after {timeout} s")
+
+
+def test_driver_submitted_as_a_job(small_run, reference, tmp_path, job_name):
+    rundir, scene, req = small_run["rundir"], small_run["scene"], small_run["req"]
+    proc = subprocess.run(
+        [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "submit",
+         "--region", req.region, "--workflow", req.workflow, "--cluster", _profile(tmp_path, job_name),
+         "--run-dir", str(rundir.root), "--driver-walltime", "00:20:00", "--driver-queue", "debug"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    job_id = re.search(r"driver job: (\d+)", proc.stdout)[1]
+    try:
+        state = _wait_for_job(job_id, timeout=300)
+    finally:
+        subprocess.run(["scancel", job_id], check=False)
+    log = (rundir.root / "logs" / f"driver-{job_id}.out").read_text()
+    assert state == ("COMPLETED", "0:0"), log
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/status", log), log
+    assert "inference: 12 chunk(s) done" in log and "mosaic: " in log, log
+    assert np.array_equal(run_output(rundir, scene.window), reference)
