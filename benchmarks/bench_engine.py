@@ -56,7 +56,7 @@ def bare_forward(model: torch.nn.Module, device: torch.device, patch: int, amp: 
 
 
 def engine(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
-           workdir: Path) -> float:
+           workdir: Path, compile_: bool = False) -> float:
     """Pixels/s of the engine, Zarr to Zarr, over a ``size``² raster."""
     grid = Grid(crs=CHINA_ALBERS, origin=(1e6, 3.4e6), size=(size, size), chunk=chunk,
                 block=min(512, chunk), shard=2, halo=16)
@@ -68,7 +68,7 @@ def engine(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
         stores.write_window(stores.create_store(src_path, grid, "input"), grid.full_window, image)
     dst = workdir / f"out-{size}-{chunk}-{patch}-{amp}-{time.time_ns()}.zarr"
     stores.create_store(dst, grid, "output")
-    ref = ModelRef(str(ckpt), patch=patch, device=device, amp=amp)
+    ref = ModelRef(str(ckpt), patch=patch, device=device, amp=amp, compile=compile_)
     load_model(ref)
     tasks = []
     for r in range(-(-size // grid.shard_px)):
@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--seconds", type=float, default=3.0, help="time per bare-forward figure")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (both measurements)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -120,13 +121,16 @@ def main() -> None:
             model = model.to(device)
             if device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
+            if args.compile:
+                model = torch.compile(model)
             for amp in args.amps.split(","):
                 bare = {p: bare_forward(model, device, int(p), amp, args.seconds)
                         for p in args.patches.split(",") if int(p) <= args.chunk}
                 best_patch = max(bare, key=bare.get)
-                eng = engine(ckpt, args.size, args.chunk, int(best_patch), args.device, amp, work)
-                row = {"width": width, "amp": amp, "bare_px_s": bare, "best_patch": int(best_patch),
-                       "best_bare_px_s": bare[best_patch], "engine_px_s": eng,
+                eng = engine(ckpt, args.size, args.chunk, int(best_patch), args.device, amp, work,
+                             args.compile)
+                row = {"width": width, "amp": amp, "compile": args.compile, "bare_px_s": bare,
+                       "best_patch": int(best_patch), "best_bare_px_s": bare[best_patch], "engine_px_s": eng,
                        "ratio_engine_over_bare": eng / bare[best_patch]}
                 rows.append(row)
                 print(f"width {width} amp {amp}: bare {bare[best_patch]:,.0f} px/s at patch "

@@ -106,6 +106,7 @@ class ModelOptions:
     chip_stride: int | None = None
     blend: str = "none"
     confidence: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):

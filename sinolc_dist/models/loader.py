@@ -49,6 +49,7 @@ class ModelRef:
     overlapping chips (``chip_size``, else ``patch``) and blends them; chip
     models always blend.  ``confidence``: ``run_shard`` also writes the top-1
     probability (uint8) where the output store has a ``confidence`` array.
+    ``compile``: wrap the module in ``torch.compile`` (GPU workers).
     ``kwargs`` and ``overrides`` accept a dict and are stored as sorted pairs.
     """
 
@@ -65,6 +66,7 @@ class ModelRef:
     chip_stride: int | None = None
     blend: str = "none"
     confidence: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kwargs", frozen_pairs(self.kwargs))
@@ -151,6 +153,8 @@ def load_model(ref: ModelRef) -> LoadedModel:
     radius = declared(module, "receptive_radius", ref.receptive_radius)
     chip = declared(module, "chip_size", ref.chip_size)
     stride = declared(module, "chip_stride", ref.chip_stride)
+    if ref.compile:  # optional: fuses kernels on GPU; the first patches of each shape compile
+        module = torch.compile(module)
     model = LoadedModel(module, spec, device, radius, chip, stride, ref)
     if radius is None and not model.blending:
         raise ConfigError(
