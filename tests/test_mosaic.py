@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
 from rio_cogeo.cogeo import cog_validate
 
 from sinolc_dist.errors import ConfigError, InputError
-from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, Window
+from sinolc_dist.grid import CHINA_ALBERS, DEGREE_METRE, ChunkId, Grid, Window
 from sinolc_dist.legend import class_names, colormap
-from sinolc_dist.mosaic import CogReport, union_window, write_cog
+from sinolc_dist.mosaic import CRS_TAG, CogReport, class_areas, union_window, write_cog
+from sinolc_dist.pyramid import mode2
 from sinolc_dist.stores import create_store, read_window, write_window
 
 GRID = Grid(
@@ -209,3 +210,85 @@ def test_failure_mid_write_leaves_nothing(classes, tmp_path):
         write_cog(dst, GRID, _FullDisk(classes, fail_on=2), Window(0, 0, 1024, 1024))
     assert dst.read_bytes() == b"previous mosaic"
     assert [p.name for p in out.iterdir()] == ["p.tif"]
+
+
+def test_reprojected_to_lonlat_by_nearest_neighbour(classes, tmp_path):
+    window = Window(512, 512, 1536, 1536)
+    report = write_cog(tmp_path / "lonlat.tif", GRID, classes, window, crs="EPSG:4326",
+                       tags={"PROVINCE": "Test"})
+    _assert_valid_cog(report.path)
+    with rasterio.open(report.path) as src:
+        assert src.crs.to_epsg() == 4326
+        t = src.transform
+        assert (t.a, t.e) == pytest.approx((DEGREE_METRE, -DEGREE_METRE), rel=1e-12)
+        # On the lattice of the national EPSG:4326 grid, so provinces line up.
+        for steps in ((t.c - 73.0) / DEGREE_METRE, (54.0 - t.f) / DEGREE_METRE):
+            assert abs(steps - round(steps)) < 1e-6
+        assert src.nodata == 0 and src.colormap(1)[9] == colormap()[9]
+        assert (src.tags()["PROVINCE"], src.tags()[CRS_TAG]) == ("Test", "EPSG:4326")
+        assert src.tags(1)["CLASS_9"] == "Water"
+        data = src.read(1)
+        rows, cols = np.mgrid[0:src.height, 0:src.width]
+        lon, lat = t @ (cols + 0.5, rows + 0.5)
+    x, y = Transformer.from_crs("EPSG:4326", GRID.crs, always_xy=True).transform(lon, lat)
+    src_row = np.floor(GRID.origin[1] - y).astype(int)
+    src_col = np.floor(x - GRID.origin[0]).astype(int)
+    within = ((src_row >= window.row0) & (src_row < window.row1)
+              & (src_col >= window.col0) & (src_col < window.col1))
+    store = read_window(classes, GRID.full_window)
+    expected = np.where(within, store[src_row.clip(0, 2999), src_col.clip(0, 2499)], 0)
+    # GDAL's warper approximates the transformation to 1/8 px: a pixel centre within that
+    # of a source pixel's edge may take the neighbour's class (0.1 % of pixels here).
+    assert (data == expected).mean() > 0.998
+    off = np.flatnonzero((data != expected).ravel() & within.ravel())
+    r, c = src_row.ravel()[off], src_col.ravel()[off]
+    neighbours = np.stack([store[r + dr, c + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)])
+    assert (neighbours == data.ravel()[off]).any(axis=0).all()
+    assert within.mean() > 0.5
+    assert report.class_km2 == pytest.approx(class_areas(GRID, classes, window), rel=1e-12)
+
+
+def test_areas_counted_while_writing(classes, tmp_path):
+    window = Window(300, 200, 1400, 1900)
+    box = shapely.box(*GRID.window_bounds(window))
+    disc = box.centroid.buffer(500.37)
+    report = write_cog(tmp_path / "disc.tif", GRID, classes, window, mask_geometry=disc)
+    data = read_window(classes, window)[_centres_inside(disc, window)]
+    expected = np.bincount(data, minlength=12) * 1e-6
+    assert report.class_km2 == {c: pytest.approx(expected[c], rel=1e-12) for c in range(1, 12)}
+    assert class_areas(GRID, classes, window, disc) == pytest.approx(report.class_km2, rel=1e-12)
+    with pytest.raises(ConfigError, match="EPSG:99999"):
+        write_cog(tmp_path / "x.tif", GRID, classes, window, crs="EPSG:99999")
+
+
+def _brute_mode(block: np.ndarray) -> int:
+    """The most frequent non-zero value, the first in row-major order on a tie; 0 if none."""
+    values = [int(v) for v in block.ravel() if v]
+    return max(values, key=lambda v: (values.count(v), -values.index(v))) if values else 0
+
+
+def test_mode2_against_brute_force():
+    rng = np.random.default_rng(4)
+    data = rng.choice(np.array([0, 0, 3, 5, 9], np.uint8), size=(41, 37))
+    got = mode2(data)
+    assert got.shape == (21, 19)
+    for i in range(21):
+        for j in range(19):
+            assert got[i, j] == _brute_mode(data[2 * i:2 * i + 2, 2 * j:2 * j + 2]), (i, j)
+
+
+def test_overviews_are_the_class_mode_level_by_level(tmp_path):
+    grid = Grid(crs=CHINA_ALBERS, resolution=1.0, origin=(1_000_000.0, 3_500_000.0),
+                size=(1600, 1500), chunk=256, block=128, shard=2, halo=11)
+    arr = create_store(tmp_path / "random.zarr", grid, "output")
+    rng = np.random.default_rng(9)
+    write_window(arr, grid.full_window, rng.integers(0, 12, size=grid.size).astype(np.uint8))
+    window = Window(3, 5, 1598, 1499)  # odd sides: the last overview pixels cover 1 or 2 rows
+    report = write_cog(tmp_path / "r.tif", grid, arr, window)
+    assert report.overviews == [2, 4]  # 1595 x 1494 -> 798 x 747 -> 399 x 374
+    expected = read_window(arr, window)
+    for level, _ in enumerate(report.overviews):
+        expected = mode2(expected)
+        with rasterio.open(report.path, OVERVIEW_LEVEL=level) as ovr:
+            np.testing.assert_array_equal(ovr.read(1), expected)
+    _assert_valid_cog(report.path)
