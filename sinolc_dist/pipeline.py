@@ -160,11 +160,14 @@ def run(
                         on_progress=lambda r: on_progress(r, len(todo)),
                         resources=task_resources(settings),
                     )
+                    if req.mosaic:  # provinces in parallel on the run's own cluster
+                        summary.mosaics, notes = mosaic_run(rundir, client=client)
+                        summary.notes.extend(notes)
             else:
                 on_start(summary)
-    if req.mosaic:
-        summary.mosaics, notes = mosaic_run(rundir)
-        summary.notes.extend(notes)
+                if req.mosaic:  # nothing was computed: only stale or missing files are written
+                    summary.mosaics, notes = mosaic_run(rundir)
+                    summary.notes.extend(notes)
     if summary.report.failed:
         raise ChunkFailures(
             f"{summary.report.failed} chunk(s) failed (see `sinolc-dist status --run-dir "
