@@ -9,11 +9,13 @@ dashboard shows what runs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from distributed import Client, as_completed
 
@@ -22,6 +24,22 @@ from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.state import ChunkResult, StateStore
 
 log = logging.getLogger("sinolc_dist.driver")
+
+
+class Task(Protocol):
+    """What the driver needs of a unit of work (a frozen dataclass: retries use ``replace``)."""
+
+    @property
+    def grid(self) -> Grid: ...  # noqa: D102
+
+    @property
+    def chunks(self) -> tuple[ChunkId, ...]: ...  # noqa: D102
+
+    @property
+    def key(self) -> str: ...  # noqa: D102
+
+
+T = TypeVar("T", bound=Task)
 
 
 @dataclass
@@ -55,11 +73,11 @@ def shard_tasks(
 def dispatch(
     client: Client,
     state: StateStore,
-    tasks: Iterable[ShardTask],
+    tasks: Iterable[T],
     retries: int,
     max_in_flight: int,
     on_progress: Callable[[RunReport], None] = lambda r: None,
-    work: Callable[[ShardTask], list[ChunkResult]] = run_shard,
+    work: Callable[[T], list[ChunkResult]] = run_shard,  # type: ignore[assignment]
     resources: dict[str, float] | None = None,
 ) -> RunReport:
     """Run tasks on the cluster, retrying failed chunks, recording every result.
@@ -74,11 +92,11 @@ def dispatch(
     t_start = time.time()
     queue = iter(tasks)
     attempts: dict[ChunkId, int] = defaultdict(int)
-    backlog: list[ShardTask] = []
+    backlog: list[T] = []
     pending: list[ChunkResult] = []
     last_flush = time.time()
     seq = as_completed()
-    futures: dict[object, ShardTask] = {}
+    futures: dict[object, T] = {}
 
     def submit_next() -> bool:
         task = backlog.pop() if backlog else next(queue, None)
@@ -133,8 +151,7 @@ def dispatch(
                 log.error("chunk %s failed after %d attempts: %s",
                           r.chunk.key, attempts[r.chunk], r.error)
         if retry:
-            backlog.append(ShardTask(task.grid, task.shard, tuple(retry), task.input_path,
-                                     task.output_path, task.model))
+            backlog.append(dataclasses.replace(task, chunks=tuple(retry)))
         submit_next()
         if len(pending) >= 256 or time.time() - last_flush > 1.0:
             flush()

@@ -90,6 +90,21 @@ def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any]) -> dict
     }
 
 
+def _imagery_gate(rundir: RunDir, state: StateStore) -> tuple[set[ChunkId], list[ChunkId]]:
+    """Chunks whose imagery is not ingested yet, and done chunks whose imagery changed since.
+
+    Only chunks that an ingest planned are gated: imagery written otherwise is trusted.
+    """
+    if not rundir.ingest_state.exists():
+        return set(), []
+    with StateStore(rundir.ingest_state) as ingest:
+        ingested = ingest.finished()
+        planned = set(ingest.chunk_ids())
+    waiting = planned - set(ingested)
+    changed = sorted(c for c, t in state.finished().items() if ingested.get(c, 0.0) > t)
+    return waiting, changed
+
+
 def run(
     req: RunRequest, on_start: Callable[[RunSummary], None] = lambda s: None,
     on_progress: Callable[[RunReport, int], None] = lambda r, n: None,
@@ -138,9 +153,21 @@ def run(
                             len(stale), ", ".join(c.key for c in stale[:20]))
                 summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing or different "
                                      "output and were recomputed (see logs/driver.log)")
+            waiting, changed = _imagery_gate(rundir, state)
+            if changed:
+                state.reset(changed)
+                summary.notes.append(f"{len(changed)} chunk(s) were classified before their imagery "
+                                     "was ingested again and were recomputed")
             counts = state.count()
             summary.planned = sum(counts.values())
-            todo = state.chunk_ids(PENDING) if only is None else sorted(set(only) | set(stale))
+            todo = state.chunk_ids(PENDING) if only is None else sorted(set(only) | set(stale) | set(changed))
+            if waiting & set(todo):
+                todo = [c for c in todo if c not in waiting]
+                summary.notes.append(
+                    f"{len(waiting)} chunk(s) have no ingested imagery yet (pending or failed in "
+                    f"{rundir.ingest_state.name}) and were left pending: finish `sinolc-dist ingest` "
+                    "and run again"
+                )
             summary.skipped = counts[DONE] if only is None else 0
             if counts[FAILED] and only is None:
                 summary.notes.append(

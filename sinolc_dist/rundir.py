@@ -6,6 +6,7 @@ Layout::
       run.json        the frozen run configuration (workflow, grid, model, region)
       plan.json       the plan's summary per province (chunks, km², volumes)
       state.sqlite    per-chunk records (plan membership, status, attempts, checksums)
+      ingest.sqlite   the same for the ingest stage (imagery → input.zarr)
       input.zarr      imagery on the grid (uint8 bands, 0 = nodata)
       output.zarr     class codes on the grid (uint8, 0 = nodata)
       mosaics/        one GeoTIFF (COG) per province
@@ -71,6 +72,11 @@ class RunDir:
     def state(self) -> Path:
         """The per-chunk state database."""
         return self.root / "state.sqlite"
+
+    @property
+    def ingest_state(self) -> Path:
+        """The ingest stage's per-chunk state (same format as the inference state)."""
+        return self.root / "ingest.sqlite"
 
     @property
     def input(self) -> Path:

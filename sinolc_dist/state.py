@@ -153,6 +153,11 @@ class StateStore:
         span = max(last - first, 1.0) if n > 1 else 0.0
         return (n - 1) / span if span else 0.0, span
 
+    def finished(self) -> dict[ChunkId, float]:
+        """Done chunks and when each finished (to compare the stages' records)."""
+        return {ChunkId(r, c): t or 0.0 for r, c, t in self._db.execute(
+            "SELECT row, col, finished FROM chunks WHERE status = 'done'")}
+
     def last_finished(self) -> dict[str, float]:
         """Per province, the time its latest chunk finished (to know if a mosaic is stale)."""
         out: dict[str, float] = {}
