@@ -34,12 +34,15 @@ def _done(state_path) -> int:
         return 0
 
 
+def _driver_args(req: pipeline.RunRequest) -> list[str]:
+    return [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "run",
+            "--region", req.region, "--workflow", req.workflow, "--cluster", req.cluster,
+            "--run-dir", str(req.run_dir), "--no-mosaic"]
+
+
 def _driver(req: pipeline.RunRequest) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "run", "--region", req.region,
-         "--workflow", req.workflow, "--cluster", req.cluster, "--run-dir", str(req.run_dir), "--no-mosaic"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    return subprocess.Popen(_driver_args(req), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 @pytest.mark.slow
@@ -62,7 +65,7 @@ def test_sigkill_at_five_moments_then_resume(small_run, tmp_path):
         written = {c for s in present_shards(rundir.output)
                    for c in grid.chunks_in(grid.shard_window(s)) if c in planned}
         unrecorded_per_kill.append(len({grid.shard_of(c) for c in written - done}))
-    final = subprocess.run(_driver(req).args, capture_output=True, text=True, timeout=300)
+    final = subprocess.run(_driver_args(req), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert max(unrecorded_per_kill) <= 4, unrecorded_per_kill  # run.max_in_flight of the workflow
     with StateStore(rundir.state) as state:
