@@ -345,7 +345,7 @@ def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: 
                    "VRT, or an XYZ tile directory DIR/{z}/{x}/{y}.png|jpg with --zoom. Repeatable (order "
                    "given = repeat order).")
 @click.option("--region", required=True, help="As for `run`: CN, provinces, bbox:… or a file.")
-@click.option("--workflow", default="demo", show_default=True, help="Workflow whose grid (and model) to use.")
+@click.option("--workflow", default="cn", show_default=True, help="Workflow whose grid (and model) to use.")
 @CLUSTER
 @RUN_DIR
 @click.option("--checkpoint", default=None, help="Model checkpoint whose bands the imagery must supply.")

@@ -52,6 +52,32 @@ def atomic_write_text(path: Path, text: str) -> None:
         ) from None
 
 
+def check_frozen(path: Path, config: dict[str, Any], compatible_keys: frozenset[str]) -> dict[str, Any]:
+    """The configuration to record at ``path``, refusing an incompatible change.
+
+    ``config`` itself when nothing is recorded yet, else the frozen one with its
+    ``compatible_keys`` updated.  Writes nothing, so callers can check every
+    argument before their first write.
+    """
+    if not path.exists():
+        return config
+    try:
+        frozen = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RunDirError(f"{path} is damaged ({exc}); restore it or start a new run directory") from None
+    diffs = [
+        f"{k}: {frozen.get(k)!r} -> {config.get(k)!r}"
+        for k in sorted(set(frozen) | set(config))
+        if k not in compatible_keys and frozen.get(k) != config.get(k)
+    ]
+    if diffs:
+        raise RunDirError(
+            f"run directory {path.parent} was started with another configuration "
+            f"({'; '.join(diffs)}); resume with the original settings or use a new --run-dir"
+        )
+    return {**frozen, **{k: config[k] for k in compatible_keys if k in config}}
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths of one run directory."""
@@ -141,22 +167,8 @@ class RunDir:
         Keys in ``compatible_keys`` may change between runs (cluster size, in-flight
         bound); any other difference is refused with the differences listed.
         """
-        if not self.config.exists():
-            atomic_write_text(self.config, json.dumps(config, indent=2, sort_keys=True))
-            return config
-        frozen = self.read_config()
-        diffs = [
-            f"{k}: {frozen.get(k)!r} -> {config.get(k)!r}"
-            for k in sorted(set(frozen) | set(config))
-            if k not in compatible_keys and frozen.get(k) != config.get(k)
-        ]
-        if diffs:
-            raise RunDirError(
-                f"run directory {self.root} was started with another configuration "
-                f"({'; '.join(diffs)}); resume with the original settings or use a new --run-dir"
-            )
-        merged = {**frozen, **{k: config[k] for k in compatible_keys if k in config}}
-        if merged != frozen:
+        merged = check_frozen(self.config, config, compatible_keys)
+        if not self.config.exists() or merged != self.read_config():
             atomic_write_text(self.config, json.dumps(merged, indent=2, sort_keys=True))
         return merged
 

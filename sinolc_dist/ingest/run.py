@@ -29,7 +29,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sinolc_dist import stores
 from sinolc_dist.clusters import open_cluster
@@ -42,7 +41,7 @@ from sinolc_dist.ingest.pixels import failing_path
 from sinolc_dist.ingest.sources import Bounds, ImageryIndex, MosaicOptions
 from sinolc_dist.ingest.tasks import EMPTY, IngestTask, ingest_shard
 from sinolc_dist.plan import make_plan
-from sinolc_dist.rundir import RunDir, atomic_write_text
+from sinolc_dist.rundir import RunDir, atomic_write_text, check_frozen
 from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
 
 log = logging.getLogger("sinolc_dist.ingest")
@@ -90,23 +89,13 @@ class IngestSummary:
 
 def model_bands(wf: Workflow) -> int:
     """Bands the workflow's model takes: its checkpoint's, or 3 (RGB) when none is named."""
+    if wf.model.plugin is not None:
+        return len(wf.model.overrides.get("bands", ("red", "green", "blue")))
     if not wf.model.checkpoint:
         return 3
     from sinolc_dist.models.checkpoint import load_checkpoint  # torch, on the driver only
 
     return len(load_checkpoint(wf.model.checkpoint_path()).spec.bands)
-
-
-def _check_frozen(path: Path, config: dict[str, Any]) -> None:
-    """Refuse settings that differ from an earlier ingest's frozen ones (beyond ``COMPATIBLE``)."""
-    if not path.exists():
-        return
-    frozen = json.loads(path.read_text(encoding="utf-8"))
-    diffs = [f"{k}: {frozen.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(frozen) | set(config))
-             if k not in COMPATIBLE and frozen.get(k) != config.get(k)]
-    if diffs:
-        raise RunDirError(f"{path.parent} was ingested with other settings ({'; '.join(diffs)}); "
-                          "resume with the original ones or use a new --run-dir")
 
 
 def _chunks_meeting(grid: Grid, bounds: Iterable[Bounds]) -> set[ChunkId]:
@@ -146,7 +135,7 @@ def ingest(
               "zoom": req.zoom, "options": asdict(options), "workflow": req.workflow,
               "imagery": [str(Path(s).expanduser().absolute()) for s in req.imagery],
               "cluster": req.cluster, "retries": wf.run.retries, "max_in_flight": wf.run.max_in_flight}
-    _check_frozen(rundir.root / CONFIG_FILE, config)
+    config = check_frozen(rundir.root / CONFIG_FILE, config, COMPATIBLE)
     if rundir.config.exists() and rundir.read_config()["grid"] != grid.to_dict():
         raise RunDirError(f"{rundir.root} holds a run on another grid than workflow {req.workflow!r}")
     if rundir.input.exists() and stores.open_array(rundir.input, grid).shape[0] != options.bands:
