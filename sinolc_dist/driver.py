@@ -63,11 +63,8 @@ def shard_tasks(
     grid: Grid, chunks: Iterable[ChunkId], input_path: str, output_path: str, model: ModelRef
 ) -> Iterator[ShardTask]:
     """Group chunks by output shard (one task per shard, chunks in (row, col) order)."""
-    by_shard: dict[ChunkId, list[ChunkId]] = defaultdict(list)
-    for cid in chunks:
-        by_shard[grid.shard_of(cid)].append(cid)
-    for sid in sorted(by_shard):
-        yield ShardTask(grid, sid, tuple(sorted(by_shard[sid])), input_path, output_path, model)
+    for sid, group in grid.by_shard(chunks).items():
+        yield ShardTask(grid, sid, group, input_path, output_path, model)
 
 
 def dispatch(

@@ -201,9 +201,7 @@ class ShardTask:
     @property
     def key(self) -> str:
         """Dask task key naming every chunk (first..last of the shard's chunks)."""
-        first, last = self.chunks[0], self.chunks[-1]
-        names = first.key if first == last else f"{first.key}..{last.key}"
-        return f"infer-{names}"
+        return f"infer-{ChunkId.span(self.chunks)}"
 
 
 def _prefetch(reader: ThreadPoolExecutor, read: Callable[[ChunkId], T],

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -60,6 +60,12 @@ class ChunkId(NamedTuple):
 
     def __str__(self) -> str:
         return self.key
+
+    @staticmethod
+    def span(chunks: tuple[ChunkId, ...]) -> str:
+        """Name a (row, col)-sorted run of chunks by its first and last id: ``c/0/0..c/1/1``."""
+        first, last = chunks[0], chunks[-1]
+        return first.key if first == last else f"{first.key}..{last.key}"
 
 
 class Window(NamedTuple):
@@ -236,6 +242,13 @@ class Grid:
     def shard_of(self, cid: ChunkId) -> ChunkId:
         """The shard (in shard units, row/col) that holds a chunk."""
         return ChunkId(cid.row // self.shard, cid.col // self.shard)
+
+    def by_shard(self, chunks: Iterable[ChunkId]) -> dict[ChunkId, tuple[ChunkId, ...]]:
+        """Chunks grouped by the shard that holds them, shards and chunks in (row, col) order."""
+        groups: dict[ChunkId, list[ChunkId]] = {}
+        for cid in chunks:
+            groups.setdefault(self.shard_of(cid), []).append(cid)
+        return {sid: tuple(sorted(groups[sid])) for sid in sorted(groups)}
 
     def shard_window(self, sid: ChunkId) -> Window:
         """Pixel window of a shard, clipped to the grid."""

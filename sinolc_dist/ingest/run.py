@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,12 +109,9 @@ def ingest_tasks(
     grid: Grid, chunks: Iterable[ChunkId], index: ImageryIndex, store: str
 ) -> Iterator[IngestTask]:
     """One task per input shard, carrying only the sources that meet that shard."""
-    by_shard: dict[ChunkId, list[ChunkId]] = defaultdict(list)
-    for cid in chunks:
-        by_shard[grid.shard_of(cid)].append(cid)
-    for sid in sorted(by_shard):
+    for sid, group in grid.by_shard(chunks).items():
         sources = index.overlapping(grid.window_bounds(grid.shard_window(sid)))
-        yield IngestTask(grid, sid, tuple(sorted(by_shard[sid])), store, sources, index.options)
+        yield IngestTask(grid, sid, group, store, sources, index.options)
 
 
 def ingest(

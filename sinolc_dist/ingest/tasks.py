@@ -45,9 +45,7 @@ class IngestTask:
     @property
     def key(self) -> str:
         """Dask task key naming the chunks, e.g. ``ingest-c/0/0..c/1/1``."""
-        first, last = self.chunks[0], self.chunks[-1]
-        names = first.key if first == last else f"{first.key}..{last.key}"
-        return f"ingest-{names}"
+        return f"ingest-{ChunkId.span(self.chunks)}"
 
 
 def chunk_checksum(data: np.ndarray) -> str:
