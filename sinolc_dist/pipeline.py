@@ -49,6 +49,7 @@ class RunRequest:
     checkpoint: str | None = None
     boundaries: str | None = None
     mosaic: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,18 +117,18 @@ def run(
     Raises :class:`ChunkFailures` at the end when chunks failed.
     """
     # Every argument is checked before anything is written.
-    wf = load_workflow(req.workflow, req.checkpoint)
+    wf = load_workflow(req.workflow, req.checkpoint, req.overrides)
     kind, settings = load_profile(req.cluster)
     region = resolve_region(req.region, req.boundaries)
     model = wf.model.identify()
+    model_ref = model_ref_from(model, torch_threads(settings))
+    check_halo(wf.grid, load_model(model_ref))  # the model builds and fits the grid's halo
     rundir = RunDir(Path(req.run_dir)).create()
     setup_logging(rundir)
     summary = RunSummary(rundir)
     with rundir.driver_lock():
         config = rundir.freeze(_frozen_config(req, wf, model), COMPATIBLE)
         grid = Grid.from_dict(config["grid"])
-        model_ref = model_ref_from(config["model"], torch_threads(settings))
-        check_halo(grid, load_model(model_ref))
         with StateStore(rundir.state) as state:
             planned_for = state.get_meta("plan_region")
             if planned_for is None:
@@ -226,7 +227,7 @@ def rerun(
         state.reset(wanted)
     req = RunRequest(rundir.root, config["region"], config["workflow"],
                      cluster or config["cluster"], config["model"]["checkpoint"],
-                     config["boundaries"])
+                     config["boundaries"], overrides=config["model"].get("overrides") or {})
     return run(req, only=sorted(wanted), **callbacks)
 
 

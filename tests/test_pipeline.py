@@ -127,3 +127,22 @@ def test_confidence_output(small_run, tmp_path):
     assert values.dtype == np.uint8
     assert (values[classes > 0] > 0).all()
     assert values.max() <= 255
+
+
+@pytest.mark.slow
+def test_plain_state_dict_with_overrides(small_run, tmp_path, random_checkpoint):
+    import torch
+
+    from sinolc_dist.config import parse_overrides
+    from sinolc_dist.errors import CheckpointError
+    from sinolc_dist.models.checkpoint import load_checkpoint
+
+    plain = tmp_path / "plain.pt"
+    torch.save(load_checkpoint(random_checkpoint).state_dict, plain)
+    base = {**small_run["req"].__dict__, "checkpoint": str(plain), "mosaic": False}
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        pipeline.run(pipeline.RunRequest(**base))  # the default width (64) does not fit
+    summary = pipeline.run(pipeline.RunRequest(**{**base, "overrides": parse_overrides(["width=16"])}))
+    assert summary.report.done == 12
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["depth=3"])
