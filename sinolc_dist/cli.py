@@ -159,16 +159,22 @@ def demo(run_dir: Path, cluster: str | None) -> None:
 @click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Model spec field for a plain state_dict or a plug-in (repeatable): bands=[r,g,b], "
                    "classes=[1,2,...], mean=[...], std=[...], width=128.")
+@click.option("--imagery", multiple=True,
+              help="Read these files directly instead of an ingested input store (as for `ingest`: "
+                   "a quoted glob, a list file, a VRT or an XYZ tile directory; repeatable).")
+@click.option("--zoom", type=click.IntRange(0, 24), default=None, help="Zoom of an XYZ tile directory.")
 @click.option("--no-mosaic", is_flag=True, help="Skip the mosaic stage at the end.")
 def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoint: str | None,
-        boundaries: str | None, overrides: tuple[str, ...], no_mosaic: bool) -> None:
+        boundaries: str | None, overrides: tuple[str, ...], imagery: tuple[str, ...], zoom: int | None,
+        no_mosaic: bool) -> None:
     """Start or resume a run: plan, infer every pending chunk, mosaic.
 
     Finished chunks are skipped, so the same command resumes after any failure.
     Exits 1 when chunks failed (rerun them with `sinolc-dist rerun --failed`).
     """
     req = pipeline.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
-                              boundaries, mosaic=not no_mosaic, overrides=parse_overrides(overrides))
+                              boundaries, mosaic=not no_mosaic, overrides=parse_overrides(overrides),
+                              imagery=imagery, zoom=zoom)
     _print_summary(_run_with_progress(pipeline.run, req))
 
 

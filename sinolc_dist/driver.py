@@ -20,7 +20,8 @@ from typing import Protocol, TypeVar
 from distributed import Client, as_completed
 
 from sinolc_dist.engine import ModelRef, ShardTask, run_shard
-from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.grid import ChunkId, Grid, Window
+from sinolc_dist.ingest.sources import ImageryIndex
 from sinolc_dist.state import ChunkResult, StateStore
 
 log = logging.getLogger("sinolc_dist.driver")
@@ -60,11 +61,22 @@ class RunReport:
 
 
 def shard_tasks(
-    grid: Grid, chunks: Iterable[ChunkId], input_path: str, output_path: str, model: ModelRef
+    grid: Grid, chunks: Iterable[ChunkId], input_path: str, output_path: str, model: ModelRef,
+    imagery: ImageryIndex | None = None,
 ) -> Iterator[ShardTask]:
-    """Group chunks by output shard (one task per shard, chunks in (row, col) order)."""
+    """Group chunks by output shard (one task per shard, chunks in (row, col) order).
+
+    With ``imagery`` each task reads its chunks straight from the source files
+    that meet the shard and its halo, instead of from the input store.
+    """
     for sid, group in grid.by_shard(chunks).items():
-        yield ShardTask(grid, sid, group, input_path, output_path, model)
+        if imagery is None:
+            yield ShardTask(grid, sid, group, input_path, output_path, model)
+            continue
+        w = grid.shard_window(sid)
+        halo = Window(w.row0 - grid.halo, w.col0 - grid.halo, w.row1 + grid.halo, w.col1 + grid.halo)
+        sources = imagery.overlapping(grid.window_bounds(halo.intersect(grid.full_window)))
+        yield ShardTask(grid, sid, group, input_path, output_path, model, sources, imagery.options)
 
 
 def dispatch(

@@ -36,11 +36,14 @@ from typing import TypeVar, cast
 import numpy as np
 import torch
 import zarr
+from rasterio.io import DatasetReader
 
 from sinolc_dist import stores
 from sinolc_dist.blend import blend_chunk
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import ChunkId, Grid, Window
+from sinolc_dist.ingest.sources import MosaicOptions, Source
+from sinolc_dist.ingest.warp import fill_window
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
 from sinolc_dist.state import ChunkResult
@@ -197,6 +200,10 @@ class ShardTask:
     input_path: str
     output_path: str
     model: ModelRef
+    #: With ``options``: read the imagery straight from these files (``run --imagery``),
+    #: warped as ingest would store it, instead of from the input store.
+    sources: tuple[Source, ...] = ()
+    options: MosaicOptions | None = None
 
     @property
     def key(self) -> str:
@@ -243,7 +250,15 @@ def run_shard(task: ShardTask) -> list[ChunkResult]:
     grid = task.grid
     model = load_model(task.model)
     check_halo(grid, model)
-    src = stores.open_array(task.input_path, grid)
+    opened: dict[str, DatasetReader] = {}  # source files stay open for the shard
+    if task.options is None:
+        src = stores.open_array(task.input_path, grid)
+
+        def read(c: ChunkId) -> np.ndarray:
+            return stores.read_window(src, grid.halo_window(c))
+    else:
+        def read(c: ChunkId) -> np.ndarray:
+            return fill_window(task.sources, grid, grid.halo_window(c), task.options, opened)
     dst = stores.open_array(task.output_path, grid)
     conf_dst = _confidence_array(task.output_path, grid) if task.model.confidence else None
     shard_win = grid.shard_window(task.shard)
@@ -255,7 +270,7 @@ def run_shard(task: ShardTask) -> list[ChunkResult]:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     results: list[ChunkResult] = []
     with ThreadPoolExecutor(1) as reader:
-        reads = _prefetch(reader, lambda c: stores.read_window(src, grid.halo_window(c)), task.chunks)
+        reads = _prefetch(reader, read, task.chunks)
         for cid, fut in reads:
             t0 = time.time()
             try:
@@ -272,6 +287,8 @@ def run_shard(task: ShardTask) -> list[ChunkResult]:
                 out[w.row0 - shard_win.row0:w.row1 - shard_win.row0,
                     w.col0 - shard_win.col0:w.col1 - shard_win.col0] = arr
             results.append(ChunkResult(cid, True, worker, t0, time.time() - t0, checksum(arrays[0])))
+    for ds in opened.values():
+        ds.close()
     for arr, out in zip(targets, outs, strict=True):
         stores.write_window(arr, shard_win, out)
     return results

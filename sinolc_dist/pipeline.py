@@ -26,6 +26,7 @@ from sinolc_dist.driver import RunReport, dispatch, shard_tasks
 from sinolc_dist.engine import check_halo, load_model
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.ingest import ImageryIndex, MosaicOptions, build_index
 from sinolc_dist.mosaic import CogReport
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.regions import resolve_region
@@ -50,6 +51,8 @@ class RunRequest:
     boundaries: str | None = None
     mosaic: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
+    imagery: tuple[str, ...] = ()
+    zoom: int | None = None
 
 
 @dataclass
@@ -84,11 +87,28 @@ def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any]) -> dict
         "model": model,
         "region": req.region,
         "boundaries": req.boundaries,
+        "imagery": [str(Path(p).expanduser().absolute()) for p in req.imagery],
+        "zoom": req.zoom,
         "cluster": req.cluster,
         "retries": wf.run.retries,
         "max_in_flight": wf.run.max_in_flight,
         "mosaic_crs": wf.mosaic_crs,
     }
+
+
+def _direct_imagery(req: RunRequest, grid: Grid, bands: int) -> ImageryIndex | None:
+    """Index ``run --imagery`` files (reusing an earlier index); none when reading the input store."""
+    if not req.imagery:
+        return None
+    path = RunDir(Path(req.run_dir)).imagery_index
+    previous = ImageryIndex.load(path) if path.exists() else None
+    index = build_index(req.imagery, grid, MosaicOptions(bands=bands), req.zoom, previous).index
+    if index.unreadable:
+        raise InputError(
+            f"cannot open {len(index.unreadable)} imagery file(s), e.g. "
+            f"{next(iter(index.unreadable))}: replace or remove them (nothing was written)"
+        )
+    return index
 
 
 def _imagery_gate(rundir: RunDir, state: StateStore) -> tuple[set[ChunkId], list[ChunkId]]:
@@ -122,7 +142,9 @@ def run(
     region = resolve_region(req.region, req.boundaries)
     model = wf.model.identify()
     model_ref = model_ref_from(model, torch_threads(settings))
-    check_halo(wf.grid, load_model(model_ref))  # the model builds and fits the grid's halo
+    loaded = load_model(model_ref)
+    check_halo(wf.grid, loaded)  # the model builds and fits the grid's halo
+    imagery = _direct_imagery(req, wf.grid, len(loaded.spec.bands))
     rundir = RunDir(Path(req.run_dir)).create()
     setup_logging(rundir)
     summary = RunSummary(rundir)
@@ -138,12 +160,15 @@ def run(
                     f"{rundir.state} holds a plan for region {planned_for!r} on another grid or "
                     f"region than this run ({config['region']!r}); use a new --run-dir"
                 )
-            if not rundir.input.exists():
+            if imagery is not None:
+                imagery.save(rundir.imagery_index)
+            elif not rundir.input.exists():
                 raise InputError(
-                    f"no input imagery in {rundir.input}: ingest imagery into the run directory "
-                    "first (see README), or try `sinolc-dist demo`"
+                    f"no input imagery in {rundir.input}: run `sinolc-dist ingest` first, or give "
+                    "`run --imagery FILES` to read the files directly (see README)"
                 )
-            stores.open_array(rundir.input, grid)
+            else:
+                stores.open_array(rundir.input, grid)
             stores.create_store(rundir.output, grid, "output",
                                 attrs={"sinolc_model_sha256": config["model"]["sha256"]},
                                 confidence=bool(config["model"].get("confidence")))
@@ -154,7 +179,7 @@ def run(
                             len(stale), ", ".join(c.key for c in stale[:20]))
                 summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing or different "
                                      "output and were recomputed (see logs/driver.log)")
-            waiting, changed = _imagery_gate(rundir, state)
+            waiting, changed = _imagery_gate(rundir, state) if imagery is None else (set(), [])
             if changed:
                 state.reset(changed)
                 summary.notes.append(f"{len(changed)} chunk(s) were classified before their imagery "
@@ -182,7 +207,7 @@ def run(
                     summary.dashboard = client.dashboard_link
                     on_start(summary)
                     tasks = shard_tasks(grid, todo, str(rundir.input), str(rundir.output),
-                                        model_ref)
+                                        model_ref, imagery)
                     summary.report = dispatch(
                         client, state, tasks, config["retries"], config["max_in_flight"],
                         on_progress=lambda r: on_progress(r, len(todo)),
@@ -227,7 +252,8 @@ def rerun(
         state.reset(wanted)
     req = RunRequest(rundir.root, config["region"], config["workflow"],
                      cluster or config["cluster"], config["model"]["checkpoint"],
-                     config["boundaries"], overrides=config["model"].get("overrides") or {})
+                     config["boundaries"], overrides=config["model"].get("overrides") or {},
+                     imagery=tuple(config.get("imagery") or ()), zoom=config.get("zoom"))
     return run(req, only=sorted(wanted), **callbacks)
 
 

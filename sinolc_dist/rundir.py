@@ -8,6 +8,7 @@ Layout::
       state.sqlite    per-chunk records (plan membership, status, attempts, checksums)
       ingest.sqlite   the same for the ingest stage (imagery → input.zarr)
       input.zarr      imagery on the grid (uint8 bands, 0 = nodata)
+      imagery-index.json  the imagery files ingest (or run --imagery) reads
       output.zarr     class codes on the grid (uint8, 0 = nodata)
       mosaics/        one GeoTIFF (COG) per province
       logs/           driver.log and worker logs
@@ -98,6 +99,11 @@ class RunDir:
     def state(self) -> Path:
         """The per-chunk state database."""
         return self.root / "state.sqlite"
+
+    @property
+    def imagery_index(self) -> Path:
+        """The index of the imagery files (footprints, CRS, bands, dates)."""
+        return self.root / "imagery-index.json"
 
     @property
     def ingest_state(self) -> Path:

@@ -45,7 +45,6 @@ from sinolc_dist.rundir import RunDir, atomic_write_text, check_frozen
 from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
 
 log = logging.getLogger("sinolc_dist.ingest")
-INDEX_FILE = "imagery-index.json"
 CONFIG_FILE = "ingest.json"
 #: Settings that may change when an ingest is resumed (the files are re-checked anyway).
 COMPATIBLE = frozenset({"imagery", "workflow", "cluster", "retries", "max_in_flight"})
@@ -137,7 +136,7 @@ def ingest(
         raise RunDirError(f"{rundir.root} holds a run on another grid than workflow {req.workflow!r}")
     if rundir.input.exists() and stores.open_array(rundir.input, grid).shape[0] != options.bands:
         raise InputError(f"{rundir.input} holds another band count than the model's {options.bands}")
-    index_path = rundir.root / INDEX_FILE
+    index_path = rundir.imagery_index
     previous = ImageryIndex.load(index_path) if index_path.exists() else None
     update = build_index(req.imagery, grid, options, req.zoom, previous)
     plan = make_plan(req.region, grid, req.boundaries)
