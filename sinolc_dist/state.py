@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,23 @@ class StateStore:
                 "move it aside to start the run's bookkeeping afresh"
             ) from None
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One transaction; a full disk or a locked file becomes a clear error.
+
+        The transaction is rolled back, so the state keeps every earlier record:
+        the chunks of the lost batch are simply computed again on resume.
+        """
+        try:
+            with self._db:
+                yield
+        except sqlite3.OperationalError as exc:
+            raise RunDirError(
+                f"cannot write the state {self.path} ({exc}); free space on its file system "
+                "(or stop the other process holding it) and run the same command again: "
+                "everything recorded so far is kept"
+            ) from None
+
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
@@ -94,7 +112,7 @@ class StateStore:
     def add_chunks(self, chunks: Iterable[tuple[ChunkId, Sequence[str]]]) -> int:
         """Add planned chunks (with their provinces); existing ones are kept as they are."""
         rows = ((c.key, c.row, c.col, ",".join(p)) for c, p in chunks)
-        with self._db:
+        with self._writing():
             self._db.execute("BEGIN")
             cur = self._db.executemany(
                 "INSERT OR IGNORE INTO chunks(id, row, col, provinces) VALUES (?, ?, ?, ?)", rows
@@ -103,7 +121,7 @@ class StateStore:
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a small named value (e.g. the plan's fingerprint)."""
-        with self._db:
+        with self._writing():
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def get_meta(self, key: str) -> str | None:
@@ -172,7 +190,7 @@ class StateStore:
     def record(self, results: Sequence[ChunkResult]) -> None:
         """Record a batch of results in one transaction (all or nothing)."""
         now = time.time()
-        with self._db:
+        with self._writing():
             self._db.execute("BEGIN")
             self._db.executemany(
                 "UPDATE chunks SET status = ?, attempts = attempts + ?, worker = ?, started = ?, "
@@ -186,7 +204,7 @@ class StateStore:
 
     def reset(self, chunks: Iterable[ChunkId]) -> None:
         """Mark chunks pending again (for a rerun), keeping their attempt counts."""
-        with self._db:
+        with self._writing():
             self._db.execute("BEGIN")
             self._db.executemany(
                 "UPDATE chunks SET status = 'pending', error = NULL WHERE id = ?",

@@ -40,3 +40,17 @@ def test_damaged_state_is_a_clear_error(tmp_path):
     (tmp_path / "s.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(RunDirError, match="damaged"):
         StateStore(tmp_path / "s.sqlite")
+
+
+def test_full_disk_is_a_clear_error_and_keeps_earlier_records(tmp_path):
+    with StateStore(tmp_path / "s.sqlite") as s:
+        s.add_chunks([(ChunkId(0, c), ("420000",)) for c in range(10)])
+        s.record([ChunkResult(ChunkId(0, 0), True, checksum="a")])
+        # Simulate a full file system: the database may not grow any more.
+        pages = s._db.execute("PRAGMA page_count").fetchone()[0]
+        s._db.execute(f"PRAGMA max_page_count = {pages}")
+        big = [(ChunkId(1, c), ("420000",) * 200) for c in range(2000)]
+        with pytest.raises(RunDirError, match="free space"):
+            s.add_chunks(big)
+        assert s.count()[DONE] == 1
+        assert len(s.chunk_ids()) == 10
