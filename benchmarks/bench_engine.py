@@ -21,12 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from distributed import Client, LocalCluster
 
 from sinolc_dist import stores
-from sinolc_dist.engine import ModelRef, ShardTask, keep_heap, load_model, run_shard
-from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
+from sinolc_dist.driver import dispatch
+from sinolc_dist.engine import (
+    ModelRef,
+    ShardTask,
+    compute_shard,
+    keep_heap,
+    load_model,
+    run_shard,
+    write_shard,
+)
+from sinolc_dist.grid import CHINA_ALBERS, Grid
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
+from sinolc_dist.state import StateStore
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,32 +66,57 @@ def bare_forward(model: torch.nn.Module, device: torch.device, patch: int, amp: 
     return n * patch * patch / (time.perf_counter() - t0)
 
 
-def engine(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
-           workdir: Path, compile_: bool = False) -> float:
-    """Pixels/s of the engine, Zarr to Zarr, over a ``size``² raster."""
+def _setup(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str, workdir: Path,
+           compile_: bool) -> list[ShardTask]:
+    """An input store over a ``size``² raster, a fresh output store, one task per shard."""
     grid = Grid(crs=CHINA_ALBERS, origin=(1e6, 3.4e6), size=(size, size), chunk=chunk,
                 block=min(512, chunk), shard=2, halo=16)
-    rng = np.random.default_rng(0)
-    image = np.clip(rng.normal(128, 40, (3, size // 8, size // 8)), 1, 255).astype(np.uint8)
-    image = image.repeat(8, 1).repeat(8, 2)
     src_path = workdir / f"in-{size}-{chunk}.zarr"
     if not src_path.exists():
+        rng = np.random.default_rng(0)
+        image = np.clip(rng.normal(128, 40, (3, size // 8, size // 8)), 1, 255).astype(np.uint8)
+        image = image.repeat(8, 1).repeat(8, 2)
         stores.write_window(stores.create_store(src_path, grid, "input"), grid.full_window, image)
     dst = workdir / f"out-{size}-{chunk}-{patch}-{amp}-{time.time_ns()}.zarr"
     stores.create_store(dst, grid, "output")
     ref = ModelRef(str(ckpt), patch=patch, device=device, amp=amp, compile=compile_)
-    load_model(ref)
-    tasks = []
-    for r in range(-(-size // grid.shard_px)):
-        for c in range(-(-size // grid.shard_px)):
-            sid = ChunkId(r, c)
-            chunks = tuple(grid.chunks_in(grid.shard_window(sid)))
-            tasks.append(ShardTask(grid, sid, chunks, str(src_path), str(dst), ref))
+    tasks = [ShardTask(grid, sid, group, str(src_path), str(dst), ref)
+             for sid, group in grid.by_shard(grid.chunks_in(grid.full_window)).items()]
+    return tasks
+
+
+def engine(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
+           workdir: Path, compile_: bool = False) -> float:
+    """Pixels/s of the engine, Zarr to Zarr, over a ``size``² raster, in this process."""
+    tasks = _setup(ckpt, size, chunk, patch, device, amp, workdir, compile_)
+    load_model(tasks[0].model)
     run_shard(tasks[0])  # warm-up (kernel selection, caches)
     t0 = time.perf_counter()
     for task in tasks:
         run_shard(task)
     return size * size / (time.perf_counter() - t0)
+
+
+def dispatched(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
+               workdir: Path, two_stage: bool) -> float:
+    """Pixels/s through the driver on a one-GPU worker (2 threads, resource GPU=1).
+
+    ``two_stage`` splits each shard into a compute task (asks the GPU) and a write
+    task (asks nothing), so the worker writes one shard while computing the next.
+    """
+    tasks = _setup(ckpt, size, chunk, patch, device, amp, workdir, False)
+    with LocalCluster(n_workers=1, threads_per_worker=2, resources={"GPU": 1}, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client, \
+            StateStore(workdir / f"state-{time.time_ns()}.sqlite") as state:
+        state.add_chunks((c, ()) for t in tasks for c in t.chunks)
+        client.submit(run_shard, tasks[0], resources={"GPU": 1}).result()  # warm-up
+        stages = {"work": compute_shard, "finish": write_shard} if two_stage else {}
+        t0 = time.perf_counter()
+        report = dispatch(client, state, tasks, retries=0, max_in_flight=4, resources={"GPU": 1},
+                          **stages)
+        seconds = time.perf_counter() - t0
+    assert report.done == sum(len(t.chunks) for t in tasks), report
+    return size * size / seconds
 
 
 def main() -> None:
@@ -94,6 +130,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--seconds", type=float, default=3.0, help="time per bare-forward figure")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--dispatch", action="store_true",
+                    help="also run through the driver on a one-GPU LocalCluster worker, with the shard "
+                         "write as its own task or not")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (both measurements)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -132,6 +171,13 @@ def main() -> None:
                 row = {"width": width, "amp": amp, "compile": args.compile, "bare_px_s": bare,
                        "best_patch": int(best_patch), "best_bare_px_s": bare[best_patch], "engine_px_s": eng,
                        "ratio_engine_over_bare": eng / bare[best_patch]}
+                if args.dispatch:
+                    for two_stage in (False, True):
+                        px = dispatched(ckpt, args.size, args.chunk, int(best_patch), args.device, amp,
+                                        work, two_stage)
+                        name = "dispatch_two_stage_px_s" if two_stage else "dispatch_one_stage_px_s"
+                        row[name] = px
+                        print(f"  {name}: {px:,.0f} px/s ({px / bare[best_patch]:.3f} of bare)", flush=True)
                 rows.append(row)
                 print(f"width {width} amp {amp}: bare {bare[best_patch]:,.0f} px/s at patch "
                       f"{best_patch} (all: {', '.join(f'{k}: {v:,.0f}' for k, v in bare.items())}); "

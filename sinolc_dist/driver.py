@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from distributed import Client, as_completed
 
@@ -86,16 +86,21 @@ def dispatch(
     retries: int,
     max_in_flight: int,
     on_progress: Callable[[RunReport], None] = lambda r: None,
-    work: Callable[[T], list[ChunkResult]] = run_shard,  # type: ignore[assignment]
+    work: Callable[[T], Any] = run_shard,  # type: ignore[assignment]
     resources: dict[str, float] | None = None,
+    finish: Callable[[T, Any], list[ChunkResult]] | None = None,
 ) -> RunReport:
     """Run tasks on the cluster, retrying failed chunks, recording every result.
 
     A chunk that raises (or whose worker dies) is retried up to ``retries``
     times, then recorded as failed with its reason; the rest goes on.  ``work``
-    is the function a worker runs for a task (the engine's :func:`run_shard`;
-    the dispatch benchmark passes a no-op); ``resources`` is what each task asks
-    of a worker (``{"GPU": 1}`` on GPU clusters).
+    is the function a worker runs for a task and returns the chunk results (the
+    engine's :func:`run_shard`; ingest's and the dispatch benchmark's their own);
+    with ``finish``, ``work`` returns an intermediate that a second task
+    ``finish(task, intermediate)`` turns into the results, on the same worker
+    (the engine's compute and write stages: the write overlaps the next
+    shard's compute).  ``resources`` is what each ``work`` task asks of a worker
+    (``{"GPU": 1}`` on GPU clusters); ``finish`` tasks ask nothing.
     """
     report = RunReport()
     t_start = time.time()
@@ -114,6 +119,9 @@ def dispatch(
         n = 1 + max(attempts[c] for c in task.chunks)
         fut = client.submit(work, task, key=f"{task.key}-a{n}", pure=False, retries=0,
                             resources=resources)
+        if finish is not None:  # a second task writes, on the same worker, while the next computes
+            fut = client.submit(finish, task, fut, key=f"write-{task.key.split('-', 1)[1]}-a{n}",
+                                pure=False, retries=0)
         futures[fut] = task
         seq.add(fut)
         return True

@@ -55,7 +55,8 @@ T = TypeVar("T")
 
 __all__ = [
     "LoadedModel", "ModelRef", "ShardTask", "check_halo", "checksum", "classify_chunk",
-    "classify_chunk_with_confidence", "keep_heap", "load_model", "normalise", "run_shard",
+    "classify_chunk_with_confidence", "compute_shard", "keep_heap", "load_model", "normalise",
+    "run_shard", "write_shard",
 ]
 
 
@@ -236,16 +237,21 @@ def _confidence_array(output_path: str, grid: Grid) -> zarr.Array | None:
     return arr
 
 
-def run_shard(task: ShardTask) -> list[ChunkResult]:
-    """Compute a shard's chunks and write the whole shard (runs on a worker).
+@dataclass
+class ShardOutput:
+    """A computed shard waiting to be written: the per-chunk results and the arrays."""
+
+    results: list[ChunkResult]
+    arrays: list[np.ndarray]  # classes, then confidence when asked for
+
+
+def compute_shard(task: ShardTask) -> ShardOutput:
+    """Compute a shard's chunks into whole-shard arrays (runs on a worker, on its GPU).
 
     Chunk failures (bad input, model errors) are returned per chunk, so one bad
-    chunk does not lose its neighbours' work; the shard is written with the
-    chunks that succeeded and the earlier content of the others.  Reads run in
-    a thread at most two chunks ahead, overlapping the computation.  With
-    ``ModelRef.confidence`` and a ``confidence`` array in the output store,
-    the top-1 probability is written there too (the whole shard, once);
-    without that array only the classes are written.
+    chunk does not lose its neighbours' work; chunks not computed keep the
+    shard's earlier content.  Reads run in a thread at most two chunks ahead,
+    overlapping the computation.
     """
     grid = task.grid
     model = load_model(task.model)
@@ -259,36 +265,57 @@ def run_shard(task: ShardTask) -> list[ChunkResult]:
     else:
         def read(c: ChunkId) -> np.ndarray:
             return fill_window(task.sources, grid, grid.halo_window(c), task.options, opened)
-    dst = stores.open_array(task.output_path, grid)
-    conf_dst = _confidence_array(task.output_path, grid) if task.model.confidence else None
+    targets = _targets(task)
     shard_win = grid.shard_window(task.shard)
-    targets = [dst] if conf_dst is None else [dst, conf_dst]
     if set(grid.chunks_in(shard_win)) <= set(task.chunks):
         outs = [np.zeros((shard_win.height, shard_win.width), np.uint8) for _ in targets]
     else:  # keep the other chunks' earlier results: the whole shard is rewritten
         outs = [stores.read_window(arr, shard_win) for arr in targets]
     worker = f"{socket.gethostname()}:{os.getpid()}"
     results: list[ChunkResult] = []
-    with ThreadPoolExecutor(1) as reader:
-        reads = _prefetch(reader, read, task.chunks)
-        for cid, fut in reads:
-            t0 = time.time()
-            try:
-                if conf_dst is None:
-                    arrays: tuple[np.ndarray, ...] = (classify_chunk(model, grid, cid, fut.result()),)
-                else:
-                    arrays = classify_chunk_with_confidence(model, grid, cid, fut.result())
-            except Exception as exc:  # reported per chunk; the driver retries or marks failed
-                results.append(ChunkResult(cid, False, worker, t0, time.time() - t0,
-                                           error=f"{type(exc).__name__}: {exc}"))
-                continue
-            w = grid.chunk_window(cid)
-            for out, arr in zip(outs, arrays, strict=True):
-                out[w.row0 - shard_win.row0:w.row1 - shard_win.row0,
-                    w.col0 - shard_win.col0:w.col1 - shard_win.col0] = arr
-            results.append(ChunkResult(cid, True, worker, t0, time.time() - t0, checksum(arrays[0])))
-    for ds in opened.values():
-        ds.close()
-    for arr, out in zip(targets, outs, strict=True):
+    try:
+        with ThreadPoolExecutor(1) as reader:
+            for cid, fut in _prefetch(reader, read, task.chunks):
+                t0 = time.time()
+                try:
+                    if len(targets) == 1:
+                        arrays: tuple[np.ndarray, ...] = (classify_chunk(model, grid, cid, fut.result()),)
+                    else:
+                        arrays = classify_chunk_with_confidence(model, grid, cid, fut.result())
+                except Exception as exc:  # reported per chunk; the driver retries or marks failed
+                    results.append(ChunkResult(cid, False, worker, t0, time.time() - t0,
+                                               error=f"{type(exc).__name__}: {exc}"))
+                    continue
+                w = grid.chunk_window(cid)
+                for out, arr in zip(outs, arrays, strict=True):
+                    out[w.row0 - shard_win.row0:w.row1 - shard_win.row0,
+                        w.col0 - shard_win.col0:w.col1 - shard_win.col0] = arr
+                results.append(ChunkResult(cid, True, worker, t0, time.time() - t0, checksum(arrays[0])))
+    finally:
+        for ds in opened.values():
+            ds.close()
+    return ShardOutput(results, outs)
+
+
+def _targets(task: ShardTask) -> list[zarr.Array]:
+    """The output arrays a shard task writes: classes, and confidence when asked for and present."""
+    dst = stores.open_array(task.output_path, task.grid)
+    conf = _confidence_array(task.output_path, task.grid) if task.model.confidence else None
+    return [dst] if conf is None else [dst, conf]
+
+
+def write_shard(task: ShardTask, output: ShardOutput) -> list[ChunkResult]:
+    """Write a computed shard whole, once (one writer per shard); returns its chunk results.
+
+    A separate task from :func:`compute_shard`, so that a worker compresses and
+    writes one shard while its GPU computes the next.
+    """
+    shard_win = task.grid.shard_window(task.shard)
+    for arr, out in zip(_targets(task), output.arrays, strict=True):
         stores.write_window(arr, shard_win, out)
-    return results
+    return output.results
+
+
+def run_shard(task: ShardTask) -> list[ChunkResult]:
+    """Compute a shard's chunks and write the whole shard, in one call (see the two stages)."""
+    return write_shard(task, compute_shard(task))

@@ -23,7 +23,7 @@ from sinolc_dist.config import Workflow, load_profile, load_workflow
 from sinolc_dist.config import model_ref as model_ref_from
 from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.driver import RunReport, dispatch, shard_tasks
-from sinolc_dist.engine import check_halo, load_model
+from sinolc_dist.engine import check_halo, compute_shard, load_model, write_shard
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest import ImageryIndex, MosaicOptions, build_index
@@ -211,7 +211,7 @@ def run(
                     summary.report = dispatch(
                         client, state, tasks, config["retries"], config["max_in_flight"],
                         on_progress=lambda r: on_progress(r, len(todo)),
-                        resources=task_resources(settings),
+                        work=compute_shard, finish=write_shard, resources=task_resources(settings),
                     )
                     if req.mosaic:  # provinces in parallel on the run's own cluster
                         summary.mosaics, notes = mosaic_run(rundir, client=client)
