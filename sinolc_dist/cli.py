@@ -23,7 +23,7 @@ from sinolc_dist.config import parse_overrides
 from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.driver import RunReport
 from sinolc_dist.errors import ChunkFailures, SinolcError
-from sinolc_dist.regions import PROVINCES
+from sinolc_dist.provinces import PROVINCES
 from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir
 
 console = Console(stderr=True)

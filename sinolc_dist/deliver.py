@@ -52,7 +52,8 @@ from sinolc_dist.mosaic import (
     union_window,
     write_cog,
 )
-from sinolc_dist.regions import Province, province_by_name, province_geometries, resolve_region, to_crs
+from sinolc_dist.provinces import Province, province_by_name
+from sinolc_dist.regions import province_geometries, resolve_region, to_crs
 from sinolc_dist.rundir import RunDir, atomic_write_text
 from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
 from sinolc_dist.stats import ProvinceAreas, area_method, write_tables

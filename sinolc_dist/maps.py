@@ -40,7 +40,8 @@ from sinolc_dist.errors import InputError
 from sinolc_dist.grid import Grid
 from sinolc_dist.legend import LEGEND, NODATA
 from sinolc_dist.plan import Plan
-from sinolc_dist.regions import province_by_name, province_geometries, to_crs
+from sinolc_dist.provinces import province_by_name
+from sinolc_dist.regions import province_geometries, to_crs
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
 

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sinolc_dist.clusters import build_cluster, check_profile, job_class, require_commands, walltime_seconds
+from sinolc_dist.clusters import (
+    build_cluster,
+    check_profile,
+    job_class,
+    profile_hint,
+    require_commands,
+    walltime_seconds,
+)
 from sinolc_dist.config import load_profile, load_workflow
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.pipeline import RunRequest
@@ -68,6 +75,21 @@ def _batch_profile(cluster: str) -> tuple[str, dict[str, Any]]:
                           "profile (slurm, pbs, sge); run a local cluster with `sinolc-dist run`")
     check_profile(kind, settings)
     return kind, settings
+
+
+def _driver_hint(kind: str, said: str, settings: dict[str, Any], queue: str | None) -> str:
+    """What to change when the scheduler refuses the driver job: an option of `submit` or a profile key."""
+    hint = profile_hint(kind, said, settings)
+    if "'queue'" in hint:
+        if queue:
+            return f"change --driver-queue (now {queue!r}): the driver job's queue"
+        return f"{hint}, or give the driver a queue of its own with --driver-queue"
+    if "'walltime'" in hint:
+        return "change --driver-walltime (the driver's walltime; default 48:00:00)"
+    if "'account'" in hint or "'project'" in hint:
+        return hint
+    return (f"{hint}; the driver job itself asks {DRIVER_CPUS} CPUs, {DRIVER_MEMORY_GB} GB and "
+            "--driver-walltime in --driver-queue (default: the profile's queue)")
 
 
 def _default_executable() -> str:
@@ -122,6 +144,8 @@ def render_driver_script(kind: str, settings: dict[str, Any], req: RunRequest,
     command = " ".join(shlex.quote(a) for a in [executable or _default_executable(), *args])
     body = [*settings.get("job_script_prologue", []), "set -eo pipefail",
             f"cd {shlex.quote(str((cwd or Path.cwd()).resolve()))}"]
+    if kind == "pbs":  # SLURM's PBS wrappers (slurm-wlm-torque) set SLURM_JOB_ID, not PBS_JOBID
+        body.append('PBS_JOBID=${PBS_JOBID:-${SLURM_JOB_ID:-}}')
     if kind != "slurm":  # SLURM names the log itself (-o …-%j.out)
         body.append(f'exec >"{logs}/driver-{_JOB_ID[kind]}.out" 2>&1')
     body += [
@@ -167,10 +191,14 @@ def submit(req: RunRequest, walltime: str = DRIVER_WALLTIME, queue: str | None =
     script.write_text(render_driver_script(kind, settings, req, walltime, queue), encoding="utf-8")
     job_cls = job_class(kind)
     cmd = [*shlex.split(str(job_cls.submit_command)), str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run_dir, check=False)
+    # In logs/: SLURM's PBS wrappers write the job's own output (<script>.o<id>) where qsub runs.
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run_dir / "logs", check=False)
     match = re.search(job_cls.job_id_regexp, proc.stdout)
     if proc.returncode or match is None:
-        said = " ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}"
-        raise ConfigError(f"`{' '.join(cmd)}` refused the driver job: {said}")
+        said = " ".join((proc.stderr.strip() or proc.stdout).split()) or f"exit status {proc.returncode}"
+        wrapped = re.search(r"and the output was:\s*'(.*)'", said)  # SLURM's PBS wrappers
+        said = wrapped[1].strip() if wrapped else said
+        hint = _driver_hint(kind, said, settings, queue)
+        raise ConfigError(f"`{' '.join(cmd)}` refused the driver job: {said}; {hint}")
     job_id = match["job_id"]
     return SubmitResult(kind, job_id, script, run_dir / "logs" / f"driver-{job_id}.out")
