@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sinolc_dist import __version__, pipeline
 from sinolc_dist.config import parse_overrides
 from sinolc_dist.deliver import mosaic_run
-from sinolc_dist.driver import RunReport
-from sinolc_dist.errors import ChunkFailures, SinolcError
+from sinolc_dist.errors import SinolcError
 from sinolc_dist.provinces import PROVINCES
+from sinolc_dist.reporting import console, run_summary_lines, run_with_progress
 from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir
 
-console = Console(stderr=True)
 out = Console()
 
 RUN_DIR = click.option(
@@ -38,75 +34,6 @@ CLUSTER = click.option(
     help="Cluster profile: a name in cluster/ (local, slurm, pbs, sge) or a .yaml path. "
          "[default: local]",
 )
-
-
-class _Progress:
-    """A progress bar on a terminal, a log line every 10 s in batch logs."""
-
-    def __init__(self) -> None:
-        self.bar: Progress | None = None
-        self.task: Any = None
-        self.last = 0.0
-
-    def start(self, summary: pipeline.RunSummary) -> None:
-        console.print(f"run directory: {summary.rundir.root.resolve()}")
-        console.print(f"chunks planned: {summary.planned}, already done: {summary.skipped}")
-        if summary.dashboard:
-            console.print(f"dashboard: {summary.dashboard}")
-
-    def update(self, report: RunReport, total: int) -> None:
-        eta = ""
-        finished = report.done + report.failed
-        if finished and report.seconds:
-            remaining = (total - finished) * report.seconds / finished
-            eta = time.strftime("%H:%M:%S", time.gmtime(remaining))
-        km2_h = report.pixels * 1e-6 / report.seconds * 3600 if report.seconds else 0.0
-        text = (f"{report.done} done, {report.failed} failed, {report.retried} retried | "
-                f"{report.px_per_s:,.0f} px/s, {km2_h:,.1f} km²/h | ETA {eta or '?'}")
-        if console.is_terminal:
-            if self.bar is None:
-                self.bar = Progress(TextColumn("chunks"), BarColumn(),
-                                    TextColumn("{task.completed}/{task.total}"),
-                                    TimeElapsedColumn(), TextColumn("{task.description}"),
-                                    console=console)
-                self.bar.start()
-                self.task = self.bar.add_task(text, total=total)
-            self.bar.update(self.task, completed=finished, description=text)
-        elif time.time() - self.last > 10 or finished == total:
-            self.last = time.time()
-            console.print(f"[{finished}/{total}] {text}")
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _print_summary(summary: pipeline.RunSummary) -> None:
-    r = summary.report
-    console.print(
-        f"inference: {r.done} chunk(s) done, {r.failed} failed, {summary.skipped} skipped "
-        f"(already done), {r.seconds:.1f} s, {r.px_per_s:,.0f} px/s"
-    )
-    console.print(f"output store: {summary.rundir.output}")
-    for m in summary.mosaics:
-        console.print(f"mosaic: {m.path} ({m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, "
-                      f"COG valid: {m.valid})")
-    for note in summary.notes:
-        console.print(f"note: {note}")
-    console.print(f"log: {summary.rundir.logs / 'driver.log'}")
-
-
-def _run_with_progress(fn: Any, *args: Any, **kwargs: Any) -> pipeline.RunSummary:
-    progress = _Progress()
-    try:
-        return fn(*args, on_start=progress.start, on_progress=progress.update, **kwargs)
-    except ChunkFailures as exc:  # the run went on: show what it did, then the error
-        progress.stop()
-        if isinstance(exc.summary, pipeline.RunSummary):
-            _print_summary(exc.summary)
-        raise
-    finally:
-        progress.stop()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,8 +65,7 @@ def demo(run_dir: Path, cluster: str | None) -> None:
     scene = prepare_demo(rundir)
     req = pipeline.RunRequest(run_dir, str(scene.region_file.resolve()), DEMO_WORKFLOW,
                               cluster or "local")
-    summary = _run_with_progress(pipeline.run, req)
-    _print_summary(summary)
+    run_with_progress(run_summary_lines, pipeline.run, req)
     console.print(f"synthetic truth: {scene.truth_file}")
     out.print(f"overall accuracy against the synthetic truth: "
               f"{demo_accuracy(rundir, scene) * 100:.2f} %")
@@ -175,7 +101,7 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
     req = pipeline.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
                               boundaries, mosaic=not no_mosaic, overrides=parse_overrides(overrides),
                               imagery=imagery, zoom=zoom)
-    _print_summary(_run_with_progress(pipeline.run, req))
+    run_with_progress(run_summary_lines, pipeline.run, req)
 
 
 @cli.command()
@@ -236,8 +162,8 @@ def rerun(run_dir: Path, failed: bool, chunks: tuple[str, ...], province: str | 
     """Run chosen chunks again (failed ones, given ids, or a province's)."""
     if not (failed or chunks or province):
         raise click.UsageError("say what to rerun: --failed, --chunk ID or --province P")
-    _print_summary(_run_with_progress(pipeline.rerun, run_dir, failed=failed, chunks=chunks,
-                                      province=province, cluster=cluster))
+    run_with_progress(run_summary_lines, pipeline.rerun, run_dir, failed=failed, chunks=chunks,
+                      province=province, cluster=cluster)
 
 
 @cli.command()
@@ -379,24 +305,12 @@ def ingest(imagery: tuple[str, ...], region: str, workflow: str, cluster: str | 
     call does only the pending chunks and those whose files changed.  Exits 1 when chunks
     failed or files could not be opened.
     """
-    from sinolc_dist.ingest.run import IngestRequest, IngestSummary, summary_lines
+    from sinolc_dist.ingest.run import IngestRequest, summary_lines
     from sinolc_dist.ingest.run import ingest as run_ingest
 
     req = IngestRequest(run_dir, imagery, region, workflow, cluster or "local", checkpoint, boundaries,
                         zoom, resampling, order, scale, failed)
-    progress = _Progress()
-    try:
-        summary = run_ingest(req, on_start=progress.start, on_progress=progress.update)
-    except ChunkFailures as exc:
-        progress.stop()
-        if isinstance(exc.summary, IngestSummary):
-            for line in summary_lines(exc.summary):
-                console.print(line, markup=False, soft_wrap=True)
-        raise
-    finally:
-        progress.stop()
-    for line in summary_lines(summary):
-        console.print(line, markup=False, soft_wrap=True)
+    run_with_progress(summary_lines, run_ingest, req)
 
 
 def main() -> None:

@@ -66,6 +66,9 @@ def check_frozen(path: Path, config: dict[str, Any], compatible_keys: frozenset[
         frozen = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise RunDirError(f"{path} is damaged ({exc}); restore it or start a new run directory") from None
+    # A setting added since the run began is compatible while it keeps its empty default.
+    frozen = {**{k: v for k, v in config.items() if k not in frozen and v in (None, [], {}, False)},
+              **frozen}
     diffs = [
         f"{k}: {frozen.get(k)!r} -> {config.get(k)!r}"
         for k in sorted(set(frozen) | set(config))

@@ -49,3 +49,13 @@ def test_second_driver_is_refused_and_dead_lock_taken_over(tmp_path):
     with RunDir(tmp_path).driver_lock():
         info = json.loads((tmp_path / "driver.lock").read_text())
         assert info["pid"] == os.getpid()
+
+
+def test_a_setting_added_later_is_compatible_while_empty(tmp_path):
+    rd = RunDir(tmp_path).create()
+    rd.freeze({"grid": 1}, frozenset())
+    assert rd.freeze({"grid": 1, "imagery": []}, frozenset())["imagery"] == []
+    other = RunDir(tmp_path / "other").create()
+    other.freeze({"grid": 1}, frozenset())
+    with pytest.raises(RunDirError, match="imagery"):
+        other.freeze({"grid": 1, "imagery": ["a.tif"]}, frozenset())
