@@ -171,6 +171,40 @@ def check_profile(kind: str, settings: dict[str, Any]) -> None:
             raise bad(key, "must be a list of strings")
     if "tls" in s and not isinstance(s["tls"], bool):
         raise bad("tls", "must be true or false")
+    if kind == "pbs" and isinstance(s.get("resource_spec"), str):
+        _check_pbs_request(s)
+
+
+def pbs_request(resource_spec: str) -> dict[str, int]:
+    """CPUs (``ncpus=``/``ppn=``) and memory in bytes (``mem=``) of a PBS resource request.
+
+    Both forms: PBS Pro's ``select=1:ncpus=8:ngpus=1:mem=64GB`` and Torque's
+    ``nodes=1:ppn=8:gpus=1,mem=64gb``.  PBS counts kb/mb/gb/tb in powers of 1024.
+    """
+    out: dict[str, int] = {}
+    cpus = re.search(r"(?:^|[:,])(?:ncpus|ppn)=(\d+)", resource_spec)
+    if cpus:
+        out["cpus"] = int(cpus[1])
+    mem = re.search(r"(?:^|[:,])mem=(\d+)([kmgtp]?)(b|w)?(?=$|[:,])", resource_spec, re.I)
+    if mem:
+        out["mem"] = int(mem[1]) * 1024 ** "bkmgtp".index((mem[2] or "b").lower())
+    return out
+
+
+def _check_pbs_request(s: dict[str, Any]) -> None:
+    """The job must ask PBS for at least the threads and memory its worker will use."""
+    request = pbs_request(s["resource_spec"])
+    cores = s.get("cores")
+    if _is_int(cores) and request.get("cpus", cores) < cores:
+        raise ConfigError(
+            f"cluster profile key 'resource_spec' asks {request['cpus']} CPU(s) but 'cores' is {cores}: "
+            f"the worker would run more threads than the job has CPUs (got {s['resource_spec']!r})")
+    memory = _bytes(s["memory"]) if s.get("memory") is not None else 0
+    if "mem" in request and memory > request["mem"]:
+        raise ConfigError(
+            f"cluster profile key 'resource_spec' asks less memory (mem=) than 'memory' "
+            f"({s['memory']!r}), the worker's limit: the scheduler would kill the job before Dask "
+            f"spills or pauses; lower 'memory' or raise mem= (got {s['resource_spec']!r})")
 
 
 def require_commands(kind: str) -> None:
@@ -189,6 +223,8 @@ _ALL = ("slurm", "pbs", "sge")
 #: What a scheduler's message is about → the profile key(s) to change, per kind (first match wins).
 _CAUSES: list[tuple[str, dict[str, str]]] = [
     (r"no suitable queues", {"sge": "'queue', 'resource_spec' or the -pe line of 'job_extra_directives'"}),
+    (r"unknown queue|no such queue|invalid queue|invalid partition|partition .*(invalid|unknown|not)",
+     dict.fromkeys(_ALL, "'queue'")),
     (r"enforced h_rt", {"sge": "'walltime' (h_rt) or 'resource_spec' (h_vmem, h_cpu)"}),
     (r"parallel environment", {"sge": "'job_extra_directives' (the -pe line)"}),
     (r"gres|gpu|accelerator", {"slurm": "'job_extra_directives' (the --gres/--gpus line)",
@@ -269,21 +305,26 @@ def job_status(kind: str, job_id: str) -> tuple[str, str]:
         error = re.search(r"error reason\s+\d+:\s*(?:\S+ \S+ \[[^\]]*\]:\s*)?(.*)", out)
         return ("error", error[1].strip()) if error else ("alive", "")
     rc, acct = call("qacct", "-j", job_id)
-    words = "; ".join(" ".join(m[0].split()) for m in re.finditer(r"^(failed|exit_status) .*$", acct, re.M))
+    newest = acct.split("=" * 20)[-1] if rc == 0 else ""  # one record per run of this id
+    words = "; ".join(" ".join(m[0].split()) for m in re.finditer(r"^(failed|exit_status) .*$", newest, re.M))
     return "ended", words or "no longer known to the Grid Engine qmaster"
 
 
-def _log_tail(log_directory: str | None, job_id: str, lines: int = 6) -> str:
-    """The last lines of the newest log file of a job (file names carry the job id)."""
-    if not log_directory:
-        return ""
-    files = [p for p in Path(log_directory).glob("*") if p.is_file() and p.stat().st_size
+def _job_logs(log_directory: str | None, job_id: str) -> list[Path]:
+    """A job's non-empty log files, newest last (their names carry the job id)."""
+    if not log_directory or not Path(log_directory).is_dir():
+        return []
+    files = [p for p in Path(log_directory).iterdir() if p.is_file() and p.stat().st_size
              and re.search(rf"(?<![0-9]){re.escape(job_id)}(?![0-9])", p.name)]
-    if not files:
+    return sorted(files, key=lambda p: p.stat().st_mtime)
+
+
+def _log_tail(logs: list[Path], lines: int = 6) -> str:
+    """``<file> ends: <its last lines>`` of the newest of a job's log files."""
+    if not logs:
         return ""
-    newest = max(files, key=lambda p: p.stat().st_mtime)
-    tail = newest.read_text(errors="replace").strip().splitlines()[-lines:]
-    return f"{newest} ends: " + " | ".join(line.strip() for line in tail) if tail else ""
+    tail = logs[-1].read_text(errors="replace").strip().splitlines()[-lines:]
+    return f"{logs[-1]} ends: " + " | ".join(line.strip() for line in tail)
 
 
 def _scheduler_words(exc: BaseException) -> str:
@@ -322,6 +363,12 @@ def _watched(job_cls: type[Job], kind: str) -> type[Job]:
                 self.status = Status.failed  # SpecCluster.close() asserts a started job's status
                 raise
             type(self).submitted.append(str(self.job_id))
+
+        async def close(self) -> None:
+            await super().close()
+            # dask-jobqueue leaves a deleted job "running"; SpecCluster.close() asserts that every
+            # job it made and that is still referenced (a traceback suffices) is closed or failed.
+            self.status = Status.closed
 
     Watched.__name__ = Watched.__qualname__ = job_cls.__name__
     return Watched
@@ -385,6 +432,14 @@ def build_cluster(kind: str, settings: dict[str, Any], run_dir: Path,
         raise ConfigError(f"bad {kind} cluster profile: {' '.join(str(exc).split())}") from None
 
 
+class _QuietRefusals(logging.Filter):
+    """Drops the event loop's traceback of a refused submission: the ConfigError quotes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, RuntimeError) and "Command exited with non-zero exit code" in str(exc))
+
+
 def _await_submission(cluster: Any, kind: str, settings: dict[str, Any],
                       timeout: float = SUBMIT_WAIT) -> None:
     """Wait for the first worker; raise, quoting the scheduler, if its job was refused or died.
@@ -415,8 +470,10 @@ def _await_submission(cluster: Any, kind: str, settings: dict[str, Any],
                 state, said = job_status(kind, job_id)
                 if state == "alive" or cluster.scheduler_info.get("workers"):
                     continue
-                log_dir = getattr(jobs[0], "log_directory", None) if jobs else None
-                tail = _log_tail(log_dir, job_id)
+                logs = _job_logs(getattr(jobs[0], "log_directory", None) if jobs else None, job_id)
+                if any("Registered to:" in p.read_text(errors="replace") for p in logs):
+                    continue  # its worker did connect, and has gone since (retired, killed)
+                tail = _log_tail(logs)
                 what = "is in an error state" if state == "error" else "ended"
                 hint = profile_hint(kind, f"{said} {tail.partition(' ends: ')[2]}", settings)
                 raise ConfigError(
@@ -439,13 +496,18 @@ def open_cluster(kind: str, settings: dict[str, Any], run_dir: Path | None = Non
     """Start the cluster a profile describes and yield a client; close both after.
 
     Batch kinds scale adaptively between ``minimum_jobs`` and ``maximum_jobs``,
-    so a killed or pre-empted worker job is replaced; a missing scheduler command
-    or a refused submission is a :class:`ConfigError` quoting the scheduler.
+    so a killed or pre-empted worker job is replaced; a missing scheduler command,
+    a refused submission or a first job that dies before its worker connects is a
+    :class:`ConfigError` quoting the scheduler and naming the profile key to change.
     ``run_dir`` holds the TLS files and worker logs (default: the current directory).
     """
     if kind in _JOBQUEUE:
         require_commands(kind)
     cluster = build_cluster(kind, settings, run_dir or Path.cwd())
+    # Until the first worker is in, a refusal's traceback from the event loop would only repeat
+    # the ConfigError; a later one (a replacement job refused mid-run) is logged in full.
+    quiet, tornado_log = _QuietRefusals(), logging.getLogger("tornado.application")
+    tornado_log.addFilter(quiet)
     try:
         if kind in _JOBQUEUE:
             minimum = int(settings.get("minimum_jobs", 1))
@@ -453,7 +515,9 @@ def open_cluster(kind: str, settings: dict[str, Any], run_dir: Path | None = Non
             cluster.adapt(minimum_jobs=minimum, maximum_jobs=maximum)
             if minimum:
                 _await_submission(cluster, kind, settings)
+        tornado_log.removeFilter(quiet)
         with Client(cluster, security=cluster.security) as client:
             yield client
     finally:
         cluster.close()
+        tornado_log.removeFilter(quiet)
