@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sinolc_dist import stores
-from sinolc_dist.clusters import open_cluster, task_resources, torch_threads
+from sinolc_dist.clusters import open_cluster
 from sinolc_dist.config import Workflow, load_profile, load_workflow
 from sinolc_dist.config import model_ref as model_ref_from
 from sinolc_dist.deliver import mosaic_run
@@ -29,6 +29,7 @@ from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest import ImageryIndex, MosaicOptions, build_index
 from sinolc_dist.mosaic import CogReport
 from sinolc_dist.plan import make_plan, record_plan
+from sinolc_dist.profiles import task_resources, torch_threads
 from sinolc_dist.regions import resolve_region
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import DONE, FAILED, PENDING, StateStore

@@ -22,17 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sinolc_dist.clusters import (
-    build_cluster,
-    check_profile,
-    job_class,
-    profile_hint,
-    require_commands,
-    walltime_seconds,
-)
+from sinolc_dist.clusters import build_cluster
 from sinolc_dist.config import load_profile, load_workflow
 from sinolc_dist.errors import ConfigError
+from sinolc_dist.jobwatch import profile_hint
 from sinolc_dist.pipeline import RunRequest
+from sinolc_dist.profiles import check_profile, job_class, require_commands, walltime_seconds
 from sinolc_dist.regions import resolve_region
 
 DRIVER_WALLTIME = "48:00:00"

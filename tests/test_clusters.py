@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sinolc_dist.clusters import (
-    build_cluster,
-    check_profile,
-    lifetime_args,
-    open_cluster,
-    walltime_seconds,
-)
+from sinolc_dist.clusters import build_cluster, open_cluster
 from sinolc_dist.config import load_profile
 from sinolc_dist.errors import ConfigError
+from sinolc_dist.profiles import check_profile, lifetime_args, task_resources, walltime_seconds
 
 PROFILES = {
     "slurm": {"queue": "gpu", "account": "proj-a", "job_cpu": 8, "memory": "64GiB",
@@ -167,8 +162,6 @@ def test_refused_submission_quotes_the_scheduler(tmp_path, monkeypatch):
 
 
 def test_tasks_ask_for_a_gpu_only_where_workers_declare_one():
-    from sinolc_dist.clusters import task_resources
-
     assert task_resources({"worker_extra_args": ["--resources", "GPU=1"]}) == {"GPU": 1}
     assert task_resources({"worker_extra_args": ["--lifetime", "1h"]}) is None
     assert task_resources({}) is None

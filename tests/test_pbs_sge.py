@@ -31,10 +31,11 @@ from conftest import CLUSTER, SMALL_SCENE, WORKFLOW, run_output
 from distributed import get_client
 
 from sinolc_dist import pipeline
-from sinolc_dist.clusters import build_cluster, job_status, open_cluster
+from sinolc_dist.clusters import build_cluster, open_cluster
 from sinolc_dist.config import load_profile
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.errors import ConfigError
+from sinolc_dist.jobwatch import job_status
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import DONE, StateStore
 
