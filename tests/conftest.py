@@ -14,6 +14,7 @@ from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
 from sinolc_dist.rundir import RunDir
+from sinolc_dist.state import DONE, StateStore
 
 
 def small_grid(size: tuple[int, int] = (300, 260), chunk: int = 64, block: int = 32,
@@ -87,3 +88,22 @@ def run_output(rundir: RunDir, window: Window) -> np.ndarray:
     """The output store's classes over a window."""
     grid = Grid.from_dict(rundir.read_config()["grid"])
     return stores.read_window(stores.open_array(rundir.output, grid), window)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> np.ndarray:
+    """The small scene's classes from a LocalCluster run: what every scheduler must reproduce."""
+    tmp = tmp_path_factory.mktemp("reference")
+    wf, cl = tmp / "small.yaml", tmp / "two.yaml"
+    wf.write_text(WORKFLOW % random_checkpoint)
+    cl.write_text(CLUSTER)
+    ref = RunDir(tmp / "ref")
+    scene = prepare_demo(ref, str(wf), SMALL_SCENE)
+    pipeline.run(pipeline.RunRequest(ref.root, str(scene.region_file), str(wf), str(cl), mosaic=False))
+    return run_output(ref, scene.window)
+
+
+def done_count(rundir: RunDir) -> int:
+    """Chunks recorded done in a run's state (read while a run goes on)."""
+    with StateStore(rundir.state) as state:
+        return state.count()[DONE]

@@ -27,17 +27,15 @@ import dask
 import numpy as np
 import pytest
 import yaml
-from conftest import CLUSTER, SMALL_SCENE, WORKFLOW, run_output
+from conftest import done_count, run_output
 from distributed import get_client
 
 from sinolc_dist import pipeline
 from sinolc_dist.clusters import build_cluster, open_cluster
 from sinolc_dist.config import load_profile
-from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.jobwatch import job_status
 from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, StateStore
 
 PBS_BIN = Path(os.environ.get("SINOLC_PBS_PREFIX", "/opt/pbs-on-slurm")) / "usr" / "bin"
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,29 +139,11 @@ def _worker_logs(rundir: RunDir) -> dict[str, str]:
     return logs
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, random_checkpoint) -> np.ndarray:
-    """The small scene's classes from a LocalCluster run (the fixture's profile)."""
-    tmp = tmp_path_factory.mktemp("reference")
-    wf, cl = tmp / "small.yaml", tmp / "two.yaml"
-    wf.write_text(WORKFLOW % random_checkpoint)
-    cl.write_text(CLUSTER)
-    ref = RunDir(tmp / "ref")
-    scene = prepare_demo(ref, str(wf), SMALL_SCENE)
-    pipeline.run(pipeline.RunRequest(ref.root, str(scene.region_file), str(wf), str(cl), mosaic=False))
-    return run_output(ref, scene.window)
-
-
-def _all_done(rundir: RunDir) -> int:
-    with StateStore(rundir.state) as state:
-        return state.count()[DONE]
-
-
 def test_run_through_qsub_equals_local(kind, small_run, reference, tmp_path, job_name):
     rundir, scene = small_run["rundir"], small_run["scene"]
     req = replace(small_run["req"], cluster=_profile(tmp_path, kind, job_name), mosaic=False)
     summary = pipeline.run(req)
-    assert summary.report.done == 12 and _all_done(rundir) == 12
+    assert summary.report.done == 12 and done_count(rundir) == 12
     assert np.array_equal(run_output(rundir, scene.window), reference)
     assert summary.dashboard.startswith("http://127.0.0.1:")
     logs = _worker_logs(rundir)
@@ -196,7 +176,7 @@ def test_deleted_worker_job_is_replaced(kind, small_run, reference, tmp_path, jo
         pipeline.run(req, on_progress=delete_a_busy_worker)
     assert seen["in_flight"] and seen["replacement"], seen
     assert seen["deleted"] not in _running(kind, job_name)
-    assert _all_done(rundir) == 12
+    assert done_count(rundir) == 12
     assert np.array_equal(run_output(rundir, scene.window), reference)
 
 

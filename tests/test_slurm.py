@@ -21,13 +21,10 @@ import dask
 import numpy as np
 import pytest
 import yaml
-from conftest import CLUSTER, SMALL_SCENE, WORKFLOW, run_output
+from conftest import done_count, run_output
 from distributed import get_client
 
 from sinolc_dist import pipeline
-from sinolc_dist.demo.run import prepare_demo
-from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, StateStore
 
 
 def _why_no_slurm() -> str | None:
@@ -71,29 +68,11 @@ def _running(job_name: str) -> list[str]:
     return out.split()
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, random_checkpoint) -> np.ndarray:
-    """The small scene's classes from a LocalCluster run (the fixture's profile)."""
-    tmp = tmp_path_factory.mktemp("reference")
-    wf, cl = tmp / "small.yaml", tmp / "two.yaml"
-    wf.write_text(WORKFLOW % random_checkpoint)
-    cl.write_text(CLUSTER)
-    ref = RunDir(tmp / "ref")
-    scene = prepare_demo(ref, str(wf), SMALL_SCENE)
-    pipeline.run(pipeline.RunRequest(ref.root, str(scene.region_file), str(wf), str(cl), mosaic=False))
-    return run_output(ref, scene.window)
-
-
-def _all_done(rundir: RunDir) -> int:
-    with StateStore(rundir.state) as state:
-        return state.count()[DONE]
-
-
 def test_run_through_sbatch_equals_local(small_run, reference, tmp_path, job_name):
     rundir, scene = small_run["rundir"], small_run["scene"]
     req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
     summary = pipeline.run(req)
-    assert summary.report.done == 12 and _all_done(rundir) == 12
+    assert summary.report.done == 12 and done_count(rundir) == 12
     assert np.array_equal(run_output(rundir, scene.window), reference)
     assert summary.dashboard.startswith("http://127.0.0.1:")
     logs = sorted((rundir.root / "logs" / "workers").glob(f"{job_name}-*.err"))
@@ -127,7 +106,7 @@ def test_cancelled_worker_job_is_replaced(small_run, reference, tmp_path, job_na
         pipeline.run(req, on_progress=cancel_a_busy_worker)
     assert seen["in_flight"] and seen["replacement"], seen
     assert seen["cancelled"] not in _running(job_name)
-    assert _all_done(rundir) == 12
+    assert done_count(rundir) == 12
     assert np.array_equal(run_output(rundir, scene.window), reference)
 
 
