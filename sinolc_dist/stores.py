@@ -130,12 +130,6 @@ def open_array(path: str | Path, grid: Grid | None = None) -> zarr.Array:
     return arr
 
 
-def store_grid(arr: zarr.Array) -> Grid:
-    """The grid a store's array was made for."""
-    parent = zarr.open_group(arr.store, mode="r", path="")
-    return Grid.from_dict(dict(parent.attrs["sinolc_grid"]))
-
-
 def read_window(arr: zarr.Array, window: Window) -> np.ndarray:
     """Read ``(…, rows, cols)`` of an array over a grid window (clipped windows only)."""
     rows, cols = window.slices()
