@@ -9,6 +9,7 @@ here knows a scheduler.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
@@ -143,8 +144,10 @@ def run(
     region = resolve_region(req.region, req.boundaries)
     model = wf.model.identify()
     model_ref = model_ref_from(model, torch_threads(settings))
-    loaded = load_model(model_ref)
-    check_halo(wf.grid, loaded)  # the model builds and fits the grid's halo
+    # The model builds and fits the grid's halo: checked on the driver's CPU, since the
+    # driver of a GPU cluster often has no GPU (workers load it on their own device).
+    loaded = load_model(dataclasses.replace(model_ref, device="cpu", compile=False))
+    check_halo(wf.grid, loaded)
     imagery = _direct_imagery(req, wf.grid, len(loaded.spec.bands))
     rundir = RunDir(Path(req.run_dir)).create()
     setup_logging(rundir)

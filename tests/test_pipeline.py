@@ -146,3 +146,15 @@ def test_plain_state_dict_with_overrides(small_run, tmp_path, random_checkpoint)
     assert summary.report.done == 12
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["depth=3"])
+
+
+def test_driver_checks_a_gpu_model_without_a_gpu(small_run, tmp_path):
+    # A workflow for GPU workers: the driver (no GPU here) still validates the model and
+    # writes its run directory; only the workers need the device.
+    wf = tmp_path / "gpu.yaml"
+    wf.write_text(small_run["wf"].read_text().replace("device: cpu}", "device: cuda, amp: bf16}"))
+    req = pipeline.RunRequest(**{**small_run["req"].__dict__, "workflow": str(wf), "mosaic": False,
+                                 "run_dir": tmp_path / "gpu-run"})
+    with pytest.raises(InputError, match="no input imagery"):  # got past the model check
+        pipeline.run(req)
+    assert pipeline.load_workflow(str(wf)).model.device == "cuda"
