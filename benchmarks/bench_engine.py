@@ -1,9 +1,14 @@
 """Engine speed: bare model forward vs. the full per-chunk engine, same data, same threads.
 
-(a) the bare forward of L2HNet on in-memory tensors, at several patch sizes
-(the best one counts); (b) the engine reading chunk + halo from a Zarr store
-and writing classes to another, shard by shard, in this process.  Prints
-pixels/s of both and the ratio b/a, and writes a JSON result.
+(a) the bare forward of L2HNet (the network as the checkpoint builds it) on
+in-memory tensors, at several patch sizes in both memory layouts (the best one
+counts); (b) the engine reading chunk + halo from a Zarr store and writing
+classes to another, shard by shard, in this process, with its patch size
+chosen as a run would (``auto``) or given.  Prints pixels/s of both and the
+ratio b/a, and writes a JSON result.  It also times (c) the engine's own form
+of the network (BatchNorm folded, ``forward_core`` on patches with their
+context) on in-memory tensors at the engine's patch size: b/c is what reading,
+writing and the rest of the engine cost on their own.
 
     python benchmarks/bench_engine.py                       # CPU, width 64
     python benchmarks/bench_engine.py --device cuda --widths 64,128 --amps none,bf16
@@ -37,6 +42,7 @@ from sinolc_dist.engine import (
 from sinolc_dist.grid import CHINA_ALBERS, Grid
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
+from sinolc_dist.patches import patch_size
 from sinolc_dist.state import StateStore
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,26 +53,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_forward(model: torch.nn.Module, device: torch.device, patch: int, amp: str,
-                 seconds: float) -> float:
-    """Pixels/s of the model alone on a resident random tensor of ``patch``²."""
-    x = torch.randn(1, 3, patch, patch, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+def _timed(run, device: torch.device, amp: str, seconds: float) -> float:
+    """Calls of ``run`` per second over about ``seconds``, after one warm-up call."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                 enabled=dtype is not None):
-        model(x).argmax(1)
+        run()
         _sync(device)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            model(x).argmax(1)
+            run()
             n += 1
         _sync(device)
-    return n * patch * patch / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0)
 
 
-def _setup(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str, workdir: Path,
+def bare_forward(model: torch.nn.Module, device: torch.device, patch: int, amp: str, seconds: float,
+                 layout: torch.memory_format) -> float:
+    """Pixels/s of the model alone on a resident random tensor of ``patch``² in ``layout``."""
+    model = model.to(memory_format=layout)
+    x = torch.randn(1, 3, patch, patch, device=device).contiguous(memory_format=layout)
+    return _timed(lambda: model(x).argmax(1), device, amp, seconds) * patch * patch
+
+
+def engine_form(ref: ModelRef, patch: int, seconds: float) -> float:
+    """Pixels/s of the engine's form of the network on inner patches with their context, in memory."""
+    model = load_model(ref)
+    ctx = model.radius or 0
+    x = torch.randn(1, 3, patch + 2 * ctx, patch + 2 * ctx, device=model.device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    return _timed(lambda: model.core(x, (False,) * 4).argmax(1), model.device, ref.amp, seconds) * patch ** 2
+
+
+def _setup(ckpt: Path, size: int, chunk: int, patch: int | str, device: str, amp: str, workdir: Path,
            compile_: bool) -> list[ShardTask]:
     """An input store over a ``size``² raster, a fresh output store, one task per shard."""
     grid = Grid(crs=CHINA_ALBERS, origin=(1e6, 3.4e6), size=(size, size), chunk=chunk,
@@ -85,16 +104,15 @@ def _setup(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
     return tasks
 
 
-def engine(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
-           workdir: Path, compile_: bool = False) -> float:
-    """Pixels/s of the engine, Zarr to Zarr, over a ``size``² raster, in this process."""
+def engine(ckpt: Path, size: int, chunk: int, patch: int | str, device: str, amp: str,
+           workdir: Path, compile_: bool = False) -> tuple[float, int]:
+    """Pixels/s of the engine, Zarr to Zarr, over a ``size``² raster, in this process; its patch side."""
     tasks = _setup(ckpt, size, chunk, patch, device, amp, workdir, compile_)
-    load_model(tasks[0].model)
-    run_shard(tasks[0])  # warm-up (kernel selection, caches)
+    run_shard(tasks[0])  # warm-up (patch calibration, kernel selection, caches)
     t0 = time.perf_counter()
     for task in tasks:
         run_shard(task)
-    return size * size / (time.perf_counter() - t0)
+    return size * size / (time.perf_counter() - t0), patch_size(load_model(tasks[0].model), chunk)
 
 
 def dispatched(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: str,
@@ -125,7 +143,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--widths", default="64")
     ap.add_argument("--amps", default="none")
-    ap.add_argument("--patches", default="256,512,1024")
+    ap.add_argument("--patches", default="128,192,256,384,512", help="patch sides of the bare forward")
+    ap.add_argument("--patch", default="auto", help="the engine's model.patch (auto: chosen as in a run)")
     ap.add_argument("--size", type=int, default=2048, help="raster side for the engine run")
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--seconds", type=float, default=3.0, help="time per bare-forward figure")
@@ -158,30 +177,36 @@ def main() -> None:
             ckpt = work / f"l2hnet{width}.pt"
             save_checkpoint(ckpt, model, ModelSpec(width=width))
             model = model.to(device)
-            if device.type == "cuda":
-                model = model.to(memory_format=torch.channels_last)
             if args.compile:
                 model = torch.compile(model)
+            layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
             for amp in args.amps.split(","):
-                bare = {p: bare_forward(model, device, int(p), amp, args.seconds)
-                        for p in args.patches.split(",") if int(p) <= args.chunk}
-                best_patch = max(bare, key=bare.get)
-                eng = engine(ckpt, args.size, args.chunk, int(best_patch), args.device, amp, work,
-                             args.compile)
+                bare = {f"{p} {name}": bare_forward(model, device, int(p), amp, args.seconds, layout)
+                        for p in args.patches.split(",") if int(p) <= args.chunk
+                        for name, layout in layouts.items()}
+                best = max(bare, key=lambda k: bare[k])
+                patch = args.patch if args.patch == "auto" else int(args.patch)
+                eng, eng_patch = engine(ckpt, args.size, args.chunk, patch, args.device, amp, work,
+                                        args.compile)
+                ref = ModelRef(str(ckpt), patch=patch, device=args.device, amp=amp, compile=args.compile)
+                form = engine_form(ref, eng_patch, args.seconds)
                 row = {"width": width, "amp": amp, "compile": args.compile, "bare_px_s": bare,
-                       "best_patch": int(best_patch), "best_bare_px_s": bare[best_patch], "engine_px_s": eng,
-                       "ratio_engine_over_bare": eng / bare[best_patch]}
+                       "best_bare": best, "best_bare_px_s": bare[best], "engine_patch": eng_patch,
+                       "engine_px_s": eng, "ratio_engine_over_bare": eng / bare[best],
+                       "engine_form_px_s": form, "ratio_engine_over_engine_form": eng / form}
                 if args.dispatch:
                     for two_stage in (False, True):
-                        px = dispatched(ckpt, args.size, args.chunk, int(best_patch), args.device, amp,
+                        px = dispatched(ckpt, args.size, args.chunk, eng_patch, args.device, amp,
                                         work, two_stage)
                         name = "dispatch_two_stage_px_s" if two_stage else "dispatch_one_stage_px_s"
                         row[name] = px
-                        print(f"  {name}: {px:,.0f} px/s ({px / bare[best_patch]:.3f} of bare)", flush=True)
+                        print(f"  {name}: {px:,.0f} px/s ({px / bare[best]:.3f} of bare)", flush=True)
                 rows.append(row)
-                print(f"width {width} amp {amp}: bare {bare[best_patch]:,.0f} px/s at patch "
-                      f"{best_patch} (all: {', '.join(f'{k}: {v:,.0f}' for k, v in bare.items())}); "
-                      f"engine {eng:,.0f} px/s; ratio {eng / bare[best_patch]:.3f}", flush=True)
+                print(f"width {width} amp {amp}: bare {bare[best]:,.0f} px/s at {best} "
+                      f"(all: {', '.join(f'{k}: {v:,.0f}' for k, v in bare.items())}); "
+                      f"engine {eng:,.0f} px/s at patch {eng_patch}; ratio {eng / bare[best]:.3f}; "
+                      f"engine's network form in memory {form:,.0f} px/s (engine/form {eng / form:.3f})",
+                      flush=True)
                 out.write_text(json.dumps(result, indent=2))  # after every row: partial runs count
     print(f"wrote {out}")
 

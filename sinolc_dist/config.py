@@ -23,7 +23,7 @@ from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import CHINA_ALBERS, Grid, geographic_grid
 from sinolc_dist.models import DEMO_CHECKPOINT
 from sinolc_dist.models.checkpoint import ModelSpec, file_sha256, load_checkpoint
-from sinolc_dist.models.loader import ModelRef
+from sinolc_dist.models.loader import ModelRef, check_patch
 
 _PACKAGE = Path(__file__).resolve().parent
 _SEARCH = {
@@ -96,7 +96,7 @@ class ModelOptions:
     """
 
     checkpoint: str | None = None
-    patch: int = 512
+    patch: int | str = "auto"
     device: str = "auto"
     amp: str = "none"
     plugin: str | None = None
@@ -112,8 +112,7 @@ class ModelOptions:
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"model.amp must be none, bf16 or fp16, got {self.amp!r}")
-        if self.patch < 16:
-            raise ConfigError(f"model.patch must be >= 16 px, got {self.patch}")
+        check_patch(self.patch)
 
     def checkpoint_path(self) -> str:
         """The model file (``demo`` = the packaged one); "" for a factory plug-in without weights."""

@@ -46,6 +46,7 @@ from sinolc_dist.ingest.sources import MosaicOptions, Source
 from sinolc_dist.ingest.warp import fill_window
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
+from sinolc_dist.patches import forward, lattice, patch_logits, patch_size
 from sinolc_dist.state import ChunkResult
 from sinolc_dist.stores import CONFIDENCE_ARRAY
 
@@ -87,46 +88,17 @@ def normalise(image: np.ndarray, spec: ModelSpec, device: torch.device) -> tuple
     return x, valid
 
 
-def _patch_windows(chunk_win: Window, patch: int) -> list[Window]:
-    """Patches of the global lattice (aligned to the grid origin) inside a chunk."""
-    return [
-        Window(r, c, min(r + patch, chunk_win.row1), min(c + patch, chunk_win.col1))
-        for r in range(chunk_win.row0, chunk_win.row1, patch)
-        for c in range(chunk_win.col0, chunk_win.col1, patch)
-    ]
-
-
-def _logits(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
-    """Run the model on one normalised patch ``(bands, h, w)``; return logits ``(classes, h, w)``."""
-    t = x[None]
-    t = t.contiguous(memory_format=torch.channels_last) if model.device.type == "cuda" else t.contiguous()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(model.ref.amp)
-    with torch.inference_mode(), torch.autocast(
-        model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-    ):
-        logits = model.module(t)
-    expected = (1, len(model.spec.classes), *x.shape[1:])
-    if tuple(logits.shape) != expected:
-        raise ConfigError(f"model returned {tuple(logits.shape)} for an input {tuple(t.shape)}; "
-                          f"expected {expected} (one channel per class, same height and width)")
-    return logits[0]
-
-
 def _exact(model: LoadedModel, x: torch.Tensor, chunk_win: Window, halo_win: Window, patch: int,
            confidence: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Argmax (and top-1 probability) over a chunk by patches of the global lattice.
 
-    Each patch is run with the receptive radius of context around it (clipped
-    to the halo window) and cropped back, so the result equals a whole-raster pass.
+    Each patch is computed from the receptive radius of context around it
+    (clipped to the halo window), so the result equals a whole-raster pass.
     """
     idx = torch.zeros((chunk_win.height, chunk_win.width), dtype=torch.long, device=model.device)
     top = torch.zeros(idx.shape, dtype=torch.float32, device=model.device) if confidence else None
-    ctx = model.radius or 0
-    for p in _patch_windows(chunk_win, patch):
-        src = Window(p.row0 - ctx, p.col0 - ctx, p.row1 + ctx, p.col1 + ctx).intersect(halo_win)
-        logits = _logits(model, x[:, src.row0 - halo_win.row0:src.row1 - halo_win.row0,
-                                  src.col0 - halo_win.col0:src.col1 - halo_win.col0])
-        logits = logits[:, p.row0 - src.row0:p.row1 - src.row0, p.col0 - src.col0:p.col1 - src.col0]
+    for p in lattice(chunk_win, patch):
+        logits = patch_logits(model, x, halo_win, p)
         dst = (slice(p.row0 - chunk_win.row0, p.row1 - chunk_win.row0),
                slice(p.col0 - chunk_win.col0, p.col1 - chunk_win.col0))
         idx[dst] = logits.argmax(dim=0)
@@ -151,13 +123,13 @@ def _classify(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray,
     top: torch.Tensor | None
     if model.blending:
         probs = blend_chunk(
-            lambda t: torch.softmax(_logits(model, t).float(), dim=0), x, chunk_win, halo_win,
+            lambda t: torch.softmax(forward(model, t).float(), dim=0), x, chunk_win, halo_win,
             grid.full_window, model.chip_px, model.stride_px, len(model.spec.classes),
             fixed_size=model.radius is None,
         )
         top, idx = probs.max(dim=0)
     else:
-        idx, top = _exact(model, x, chunk_win, halo_win, min(model.ref.patch, grid.chunk), confidence)
+        idx, top = _exact(model, x, chunk_win, halo_win, patch_size(model, grid.chunk), confidence)
     mask = valid[inner]
     codes = (model.lut[idx] * mask).cpu().numpy()
     if not confidence or top is None:

@@ -29,6 +29,7 @@ from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest import ImageryIndex, MosaicOptions, build_index
 from sinolc_dist.mosaic import CogReport
+from sinolc_dist.patches import ENGINE_TOPIC
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.profiles import task_resources, torch_threads
 from sinolc_dist.regions import resolve_region
@@ -209,6 +210,7 @@ def run(
             if todo:
                 with open_cluster(kind, settings, rundir.root) as client:
                     summary.dashboard = client.dashboard_link
+                    client.subscribe_topic(ENGINE_TOPIC, lambda event: log.info("worker %s", event[1]))
                     on_start(summary)
                     tasks = shard_tasks(grid, todo, str(rundir.input), str(rundir.output),
                                         model_ref, imagery)

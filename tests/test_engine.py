@@ -9,13 +9,15 @@ from sinolc_dist import stores
 from sinolc_dist.engine import ModelRef, ShardTask, classify_chunk, load_model, normalise, run_shard
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import ChunkId
+from sinolc_dist.models.checkpoint import load_checkpoint
 
 
 def whole_raster_classes(model, image: np.ndarray) -> np.ndarray:
-    """One pass of the model over the whole raster: the reference."""
+    """One pass of the checkpoint's own network (not the engine's folded copy) over the whole raster."""
+    network = load_checkpoint(model.ref.checkpoint).build()
     x, valid = normalise(image, model.spec, torch.device("cpu"))
     with torch.inference_mode():
-        logits = model.module(x[None])
+        logits = network(x[None])
     return (model.lut[logits[0].argmax(0)] * valid).numpy()
 
 
@@ -36,6 +38,14 @@ def test_chunked_equals_whole_raster(random_checkpoint, random_image, chunk):
     got = engine_classes(model, grid, random_image)
     # Class maps equal pixel for pixel, chunks cutting through the raster's edges included.
     assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("patch", [64, "auto"])
+def test_class_map_does_not_depend_on_the_patch_size(random_checkpoint, random_image, patch):
+    grid = small_grid(chunk=128, block=32)
+    ref = engine_classes(load_model(ModelRef(str(random_checkpoint), patch=32)), grid, random_image)
+    assert np.array_equal(engine_classes(load_model(ModelRef(str(random_checkpoint), patch=patch)), grid,
+                                         random_image), ref)
 
 
 def test_output_is_bitwise_independent_of_chunking(random_checkpoint, random_image):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import rasterio
@@ -112,12 +114,17 @@ def test_rerun_one_chunk_and_a_province(small_run):
 
 
 @pytest.mark.slow
-def test_confidence_output(small_run, tmp_path):
+def test_confidence_output_and_auto_patch(small_run, tmp_path, reference):
     wf = tmp_path / "conf.yaml"
-    wf.write_text(small_run["wf"].read_text().replace("device: cpu}", "device: cpu, confidence: true}"))
+    wf.write_text(small_run["wf"].read_text().replace("patch: 128, device: cpu}",
+                                                      "patch: auto, device: cpu, confidence: true}"))
     req = pipeline.RunRequest(**{**small_run["req"].__dict__, "workflow": str(wf), "mosaic": False})
     pipeline.run(req)
     rundir, window = small_run["rundir"], small_run["scene"].window
+    # Each worker chose its patch side and the driver's log says which, and why.
+    log = (rundir.logs / "driver.log").read_text()
+    assert re.search(r"worker \d+: patch (64|128) px for 128 px chunks on cpu \(calibrated: 64: ", log)
+    assert np.array_equal(run_output(rundir, window), reference)  # the same classes as with patch 128
     import zarr
 
     conf = zarr.open_group(rundir.output, mode="r")["confidence"]
