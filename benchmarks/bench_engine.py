@@ -137,6 +137,50 @@ def dispatched(ckpt: Path, size: int, chunk: int, patch: int, device: str, amp: 
     return size * size / seconds
 
 
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def measure(args: argparse.Namespace, model: torch.nn.Module, ckpt: Path, amp: str, work: Path) -> dict:
+    """One row: bare forward, engine and the engine's network form, in ``args.rounds`` interleaved rounds.
+
+    Each figure is the best of its rounds (this machine is shared and noisy);
+    the per-round ratios are kept too.
+    """
+    device = torch.device(args.device)
+    patch = args.patch if args.patch == "auto" else int(args.patch)
+    ref = ModelRef(str(ckpt), patch=patch, device=args.device, amp=amp, compile=args.compile)
+    rounds: list[dict] = []
+    for _ in range(args.rounds):
+        bare = {f"{p} {name}": bare_forward(model, device, int(p), amp, args.seconds, layout)
+                for p in args.patches.split(",") if int(p) <= args.chunk for name, layout in LAYOUTS.items()}
+        eng, eng_patch = engine(ckpt, args.size, args.chunk, patch, args.device, amp, work, args.compile)
+        form = engine_form(ref, eng_patch, args.seconds)
+        rounds.append({"bare_px_s": bare, "engine_px_s": eng, "engine_form_px_s": form,
+                       "ratio_engine_over_bare": eng / max(bare.values())})
+        print(f"  round {len(rounds)}: best bare {max(bare.values()):,.0f} px/s, engine {eng:,.0f} px/s "
+              f"(patch {eng_patch}), ratio {eng / max(bare.values()):.3f}", flush=True)
+    bare = {k: max(r["bare_px_s"][k] for r in rounds) for k in rounds[0]["bare_px_s"]}
+    best = max(bare, key=lambda k: bare[k])
+    eng = max(r["engine_px_s"] for r in rounds)
+    form = max(r["engine_form_px_s"] for r in rounds)
+    row = {"width": int(ckpt.stem.removeprefix("l2hnet")), "amp": amp, "compile": args.compile,
+           "bare_px_s": bare, "best_bare": best, "best_bare_px_s": bare[best], "engine_patch": eng_patch,
+           "engine_px_s": eng, "ratio_engine_over_bare": eng / bare[best],
+           "engine_form_px_s": form, "ratio_engine_over_engine_form": eng / form,
+           "ratio_per_round": [r["ratio_engine_over_bare"] for r in rounds], "rounds": rounds}
+    if args.dispatch:
+        for two_stage in (False, True):
+            px = dispatched(ckpt, args.size, args.chunk, eng_patch, args.device, amp, work, two_stage)
+            name = "dispatch_two_stage_px_s" if two_stage else "dispatch_one_stage_px_s"
+            row[name] = px
+            print(f"  {name}: {px:,.0f} px/s ({px / bare[best]:.3f} of bare)", flush=True)
+    print(f"width {row['width']} amp {amp}: bare {bare[best]:,.0f} px/s at {best} "
+          f"(all: {', '.join(f'{k}: {v:,.0f}' for k, v in bare.items())}); "
+          f"engine {eng:,.0f} px/s at patch {eng_patch}; ratio {eng / bare[best]:.3f}; "
+          f"engine's network form in memory {form:,.0f} px/s (engine/form {eng / form:.3f})", flush=True)
+    return row
+
+
 def main() -> None:
     """Run the benchmark and write ``benchmarks/results/engine-<device>.json``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,7 +191,8 @@ def main() -> None:
     ap.add_argument("--patch", default="auto", help="the engine's model.patch (auto: chosen as in a run)")
     ap.add_argument("--size", type=int, default=2048, help="raster side for the engine run")
     ap.add_argument("--chunk", type=int, default=1024)
-    ap.add_argument("--seconds", type=float, default=3.0, help="time per bare-forward figure")
+    ap.add_argument("--seconds", type=float, default=1.0, help="time per bare-forward figure and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best of each counts)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--dispatch", action="store_true",
                     help="also run through the driver on a one-GPU LocalCluster worker, with the shard "
@@ -179,34 +224,9 @@ def main() -> None:
             model = model.to(device)
             if args.compile:
                 model = torch.compile(model)
-            layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
             for amp in args.amps.split(","):
-                bare = {f"{p} {name}": bare_forward(model, device, int(p), amp, args.seconds, layout)
-                        for p in args.patches.split(",") if int(p) <= args.chunk
-                        for name, layout in layouts.items()}
-                best = max(bare, key=lambda k: bare[k])
-                patch = args.patch if args.patch == "auto" else int(args.patch)
-                eng, eng_patch = engine(ckpt, args.size, args.chunk, patch, args.device, amp, work,
-                                        args.compile)
-                ref = ModelRef(str(ckpt), patch=patch, device=args.device, amp=amp, compile=args.compile)
-                form = engine_form(ref, eng_patch, args.seconds)
-                row = {"width": width, "amp": amp, "compile": args.compile, "bare_px_s": bare,
-                       "best_bare": best, "best_bare_px_s": bare[best], "engine_patch": eng_patch,
-                       "engine_px_s": eng, "ratio_engine_over_bare": eng / bare[best],
-                       "engine_form_px_s": form, "ratio_engine_over_engine_form": eng / form}
-                if args.dispatch:
-                    for two_stage in (False, True):
-                        px = dispatched(ckpt, args.size, args.chunk, eng_patch, args.device, amp,
-                                        work, two_stage)
-                        name = "dispatch_two_stage_px_s" if two_stage else "dispatch_one_stage_px_s"
-                        row[name] = px
-                        print(f"  {name}: {px:,.0f} px/s ({px / bare[best]:.3f} of bare)", flush=True)
+                row = measure(args, model, ckpt, amp, work)
                 rows.append(row)
-                print(f"width {width} amp {amp}: bare {bare[best]:,.0f} px/s at {best} "
-                      f"(all: {', '.join(f'{k}: {v:,.0f}' for k, v in bare.items())}); "
-                      f"engine {eng:,.0f} px/s at patch {eng_patch}; ratio {eng / bare[best]:.3f}; "
-                      f"engine's network form in memory {form:,.0f} px/s (engine/form {eng / form:.3f})",
-                      flush=True)
                 out.write_text(json.dumps(result, indent=2))  # after every row: partial runs count
     print(f"wrote {out}")
 
