@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import CHINA_ALBERS, Grid, geographic_grid
 from sinolc_dist.models import DEMO_CHECKPOINT
 from sinolc_dist.models.checkpoint import ModelSpec, file_sha256, load_checkpoint
-from sinolc_dist.models.loader import ModelRef, check_patch
+from sinolc_dist.models.loader import ModelRef
 
 _PACKAGE = Path(__file__).resolve().parent
 _SEARCH = {
@@ -86,33 +87,24 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class ModelOptions:
-    """Which model and how to run it (the workflow's ``model:`` section).
+class ModelOptions(ModelRef):
+    """Which model and how to run it: the workflow's ``model:`` section.
 
+    The worker-side :class:`ModelRef` (its fields and checks are the section's
+    keys, less ``threads``, which comes from the cluster profile) with the
+    checkpoint still as written: ``demo`` (the packaged one), a path, or unset.
     ``checkpoint`` is a sinolc checkpoint, a plain ``state_dict`` (with ``overrides``
     giving bands/classes/mean/std/width), a TorchScript file (``plugin: torchscript``)
     or the weights of a ``plugin: package.module:factory`` model; see
     ``sinolc_dist.models.plugins`` for the plug-in contract.
     """
 
-    checkpoint: str | None = None
-    patch: int | str = "auto"
-    device: str = "auto"
-    amp: str = "none"
-    plugin: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    receptive_radius: int | None = None
-    chip_size: int | None = None
-    chip_stride: int | None = None
-    blend: str = "none"
-    confidence: bool = False
-    compile: bool = False
+    checkpoint: str | None = None  # type: ignore[assignment]
 
-    def __post_init__(self) -> None:
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ConfigError(f"model.amp must be none, bf16 or fp16, got {self.amp!r}")
-        check_patch(self.patch)
+    @staticmethod
+    def keys() -> set[str]:
+        """The keys a workflow's ``model:`` section may have."""
+        return {f.name for f in fields(ModelOptions)} - {"threads"}
 
     def checkpoint_path(self) -> str:
         """The model file (``demo`` = the packaged one); "" for a factory plug-in without weights."""
@@ -132,14 +124,17 @@ class ModelOptions:
         """
         path = self.checkpoint_path()
         if self.plugin is None:
-            sha = load_checkpoint(path, self.overrides).sha256
+            sha = load_checkpoint(path, dict(self.overrides)).sha256
         elif path:
             if not Path(path).is_file():
                 raise ConfigError(f"model file {path} does not exist")
             sha = file_sha256(path)
         else:
             sha = hashlib.sha256(self.plugin.encode()).hexdigest()
-        return {**asdict(self), "checkpoint": path, "sha256": sha}
+        frozen = {**asdict(self), "kwargs": dict(self.kwargs), "overrides": dict(self.overrides),
+                  "checkpoint": path, "sha256": sha}
+        del frozen["threads"]
+        return json.loads(json.dumps(frozen))  # as read back from config.json (lists, not tuples)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -205,11 +200,12 @@ def load_workflow(
             for key in ("resolution", "origin", "size"):
                 grid_cfg.setdefault(key, getattr(lonlat, key))
     model_cfg = dict(data.get("model") or {})
-    _check_keys(f"{path}: model", model_cfg, {f.name for f in fields(ModelOptions)})
+    _check_keys(f"{path}: model", model_cfg, ModelOptions.keys())
     if checkpoint:
         model_cfg["checkpoint"] = checkpoint
     if overrides:
         model_cfg["overrides"] = {**(model_cfg.get("overrides") or {}), **overrides}
+    model_cfg = {k: ({} if v is None and k in ("kwargs", "overrides") else v) for k, v in model_cfg.items()}
     run_cfg = dict(data.get("run") or {})
     _check_keys(f"{path}: run", run_cfg, {f.name for f in fields(RunOptions)})
     mosaic_cfg = dict(data.get("mosaic") or {})

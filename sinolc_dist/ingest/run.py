@@ -89,7 +89,7 @@ class IngestSummary:
 def model_bands(wf: Workflow) -> int:
     """Bands the workflow's model takes: its checkpoint's, or 3 (RGB) when none is named."""
     if wf.model.plugin is not None:
-        return len(wf.model.overrides.get("bands", ("red", "green", "blue")))
+        return len(dict(wf.model.overrides).get("bands", ("red", "green", "blue")))
     if not wf.model.checkpoint:
         return 3
     from sinolc_dist.models.checkpoint import load_checkpoint  # torch, on the driver only

@@ -25,6 +25,7 @@ from sinolc_dist.models.l2hnet import Edges, L2HNet
 from sinolc_dist.models.plugins import build_plugin, declared
 
 BLENDS = ("none", "gaussian")
+AMPS = ("none", "bf16", "fp16")
 #: Chip side for blending a model that declares none when ``patch`` is ``auto``.
 DEFAULT_CHIP = 512
 Pairs = tuple[tuple[str, Any], ...]
@@ -76,6 +77,8 @@ class ModelRef:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kwargs", frozen_pairs(self.kwargs))
         object.__setattr__(self, "overrides", frozen_pairs(self.overrides))
+        if self.amp not in AMPS:
+            raise ConfigError(f"model.amp must be one of {', '.join(AMPS)}, got {self.amp!r}")
         if self.blend not in BLENDS:
             raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
         check_patch(self.patch)
