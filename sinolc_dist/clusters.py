@@ -27,7 +27,7 @@ import dask_jobqueue
 from distributed import Client, LocalCluster, Nanny, Security
 
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.jobwatch import job_logs, job_status, log_tail, profile_hint, watched
+from sinolc_dist.jobwatch import dead_jobs, profile_hint, watched
 from sinolc_dist.profiles import (
     JOBQUEUE,
     LOCAL_EXTRA,
@@ -38,6 +38,7 @@ from sinolc_dist.profiles import (
     require_commands,
     walltime_seconds,
 )
+from sinolc_dist.watchdog import JobWatchdog, RunStopped
 
 log = logging.getLogger("sinolc_dist.clusters")
 
@@ -68,7 +69,8 @@ def build_cluster(kind: str, settings: dict[str, Any], run_dir: Path,
         return _local(settings)
     job_cls = job_class(kind)
     check_profile(kind, settings)
-    s = {k: v for k, v in settings.items() if k not in ("minimum_jobs", "maximum_jobs", "torch_threads")}
+    s = {k: v for k, v in settings.items()
+         if k not in ("minimum_jobs", "maximum_jobs", "torch_threads", "watch_interval", "give_up_after")}
     tls = s.pop("tls", True)
     opts = dict(s.pop("scheduler_options", None) or {})
     opts.update({k: s.pop(k) for k in ("host", "dashboard_address") if k in s})
@@ -132,24 +134,11 @@ def _await_submission(cluster: Any, kind: str, settings: dict[str, Any],
         if cluster.scheduler_info.get("workers"):
             return
         if job_cls.submitted and time.monotonic() >= next_check:
-            jobs = list(cluster.workers.values())  # the cluster's event loop changes the dict meanwhile
-            wanted = {str(job.job_id) for job in jobs if getattr(job, "job_id", None)}
-            for job_id in [j for j in job_cls.submitted if j in wanted][:4]:
-                state, said = job_status(kind, job_id)
-                if state == "alive" or cluster.scheduler_info.get("workers"):
-                    continue
-                logs = job_logs(getattr(jobs[0], "log_directory", None) if jobs else None, job_id)
-                if any("Registered to:" in p.read_text(errors="replace") for p in logs):
-                    continue  # its worker did connect, and has gone since (retired, killed)
-                tail = log_tail(logs)
-                what = "is in an error state" if state == "error" else "ended"
-                hint = profile_hint(kind, f"{said} {tail.partition(' ends: ')[2]}", settings)
-                raise ConfigError(
-                    f"worker job {job_id} {what} before its Dask worker connected: {said}"
-                    + (f"; its log {tail}" if tail else "")
-                    + f"; {hint} "
-                    "(`sinolc-dist submit --dry-run` prints the job script)"
-                )
+            for dead in dead_jobs(cluster, kind):
+                if cluster.scheduler_info.get("workers"):
+                    return
+                raise ConfigError(f"{dead.describe(kind, settings)} "
+                                  "(`sinolc-dist submit --dry-run` prints the job script)")
             next_check = time.monotonic() + 2.0
         time.sleep(0.1)
     if job_cls.submitted:
@@ -185,7 +174,15 @@ def open_cluster(kind: str, settings: dict[str, Any], run_dir: Path | None = Non
                 _await_submission(cluster, kind, settings)
         tornado_log.removeFilter(quiet)
         with Client(cluster, security=cluster.security) as client:
-            yield client
+            if kind not in JOBQUEUE:
+                yield client
+                return
+            watchdog = JobWatchdog(cluster, kind, settings)
+            try:
+                with watchdog:
+                    yield client
+            except RunStopped:  # the watchdog stopped a driver whose worker jobs all die at start
+                raise ConfigError(watchdog.failure) from None
     finally:
         cluster.close()
         tornado_log.removeFilter(quiet)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -123,6 +124,50 @@ def log_tail(logs: list[Path], lines: int = 6) -> str:
         return ""
     tail = logs[-1].read_text(errors="replace").strip().splitlines()[-lines:]
     return f"{logs[-1]} ends: " + " | ".join(line.strip() for line in tail)
+
+
+@dataclass(frozen=True)
+class DeadJob:
+    """A worker job that ended (or went into an error state) before its Dask worker connected."""
+
+    name: str
+    job_id: str
+    state: str
+    said: str
+    tail: str
+
+    def describe(self, kind: str, settings: dict[str, Any]) -> str:
+        """One line: the job, the scheduler's words, its log's last lines, the profile key to change."""
+        what = "is in an error state" if self.state == "error" else "ended"
+        hint = profile_hint(kind, f"{self.said} {self.tail.partition(' ends: ')[2]}", settings)
+        return (f"worker job {self.job_id} {what} before its Dask worker connected: {self.said}"
+                + (f"; its log {self.tail}" if self.tail else "") + f"; {hint}")
+
+
+def dead_jobs(cluster: Any, kind: str, limit: int = 4) -> list[DeadJob]:
+    """Up to ``limit`` of the cluster's worker jobs that died before their worker connected.
+
+    dask-jobqueue counts such a job as requested for ever, so adaptive scaling
+    never replaces it.  A job whose log shows that its worker did connect (and
+    has gone since: retired, killed) is not one of them.
+    """
+    jobs = dict(cluster.workers)  # the cluster's event loop changes the dict meanwhile
+    connected = {str(w.get("name", "")) for w in cluster.scheduler_info.get("workers", {}).values()}
+    found: list[DeadJob] = []
+    for name, job in jobs.items():
+        job_id = str(getattr(job, "job_id", None) or "")
+        if not job_id or any(c == str(name) or c.startswith(f"{name}-") for c in connected):
+            continue
+        state, said = job_status(kind, job_id)
+        if state == "alive":
+            continue
+        logs = job_logs(getattr(job, "log_directory", None), job_id)
+        if any("Registered to:" in p.read_text(errors="replace") for p in logs):
+            continue
+        found.append(DeadJob(str(name), job_id, state, said, log_tail(logs)))
+        if len(found) >= limit:
+            break
+    return found
 
 
 def _scheduler_words(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 A profile's keys are the dask-jobqueue class's keyword arguments plus ours
 (``tls``, ``minimum_jobs``, ``maximum_jobs``, ``torch_threads``, ``host``,
-``dashboard_address``); an unknown or renamed key, an impossible value or a
+``dashboard_address``, and the job watchdog's ``watch_interval`` and
+``give_up_after``); an unknown or renamed key, an impossible value or a
 scheduler command missing from PATH is a :class:`ConfigError` naming the key.
 """
 
@@ -25,7 +26,8 @@ from sinolc_dist.errors import ConfigError
 JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster"}
 LOCAL_EXTRA = {"torch_threads"}
 #: Our keys, taken out before the rest goes to the dask-jobqueue class.
-_OWN = {"tls", "minimum_jobs", "maximum_jobs", "torch_threads", "host", "dashboard_address"}
+_OWN = {"tls", "minimum_jobs", "maximum_jobs", "torch_threads", "host", "dashboard_address",
+        "watch_interval", "give_up_after"}
 #: dask-jobqueue arguments that this module sets itself or that are internal.
 _SET_HERE = {"self", "kwargs", "base_class_kwargs", "job_kwargs", "scheduler", "name", "n_workers",
              "job_cls", "loop", "asynchronous", "security", "protocol", "shared_temp_directory",
@@ -139,13 +141,16 @@ def check_profile(kind: str, settings: dict[str, Any]) -> None:
 
     s = settings
     for key, low in (("cores", 1), ("processes", 1), ("job_cpu", 1), ("maximum_jobs", 1),
-                     ("minimum_jobs", 0), ("torch_threads", 0)):
+                     ("minimum_jobs", 0), ("torch_threads", 0), ("give_up_after", 1)):
         if key in s and s[key] is not None and (not _is_int(s[key]) or s[key] < low):
             raise bad(key, f"must be an integer >= {low}")
     if _is_int(s.get("cores")) and _is_int(s.get("processes")) and s["processes"] > s["cores"]:
         raise bad("processes", f"cannot exceed cores ({s['cores']}): each worker process needs a thread")
     if "maximum_jobs" in s and s["maximum_jobs"] < s.get("minimum_jobs", 0):
         raise bad("maximum_jobs", f"must be >= minimum_jobs ({s['minimum_jobs']})")
+    interval = s.get("watch_interval", 1)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        raise bad("watch_interval", "must be a number of seconds > 0")
     if s.get("memory") is not None and _bytes(s["memory"]) <= 0:
         raise bad("memory", "must be a positive size such as '64GB'")
     if s.get("walltime") is not None:

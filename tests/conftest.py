@@ -66,17 +66,29 @@ local: {n_workers: 2, threads_per_worker: 1, torch_threads: 1, memory_limit: 2Gi
 SMALL_SCENE = (384, 512)
 
 
-@pytest.fixture
-def small_run(tmp_path: Path, random_checkpoint: Path) -> dict:
-    """A run directory with a 384×512 synthetic scene, a small workflow and a 2-worker profile."""
+def prepared_run(tmp_path: Path, workflow_text: str) -> dict:
+    """A run directory with a 384×512 synthetic scene, the given workflow and a 2-worker profile."""
     wf = tmp_path / "small.yaml"
-    wf.write_text(WORKFLOW % random_checkpoint)
+    wf.write_text(workflow_text)
     cl = tmp_path / "two.yaml"
     cl.write_text(CLUSTER)
     rundir = RunDir(tmp_path / "run")
     scene = prepare_demo(rundir, str(wf), SMALL_SCENE)
     req = pipeline.RunRequest(rundir.root, str(scene.region_file), str(wf), str(cl))
     return {"rundir": rundir, "scene": scene, "req": req, "wf": wf}
+
+
+@pytest.fixture
+def small_run(tmp_path: Path, random_checkpoint: Path) -> dict:
+    """A run directory with a 384×512 synthetic scene, a small workflow and a 2-worker profile."""
+    return prepared_run(tmp_path, WORKFLOW % random_checkpoint)
+
+
+@pytest.fixture
+def small_run_one_chunk_tasks(tmp_path: Path, random_checkpoint: Path) -> dict:
+    """``small_run`` with one chunk per shard: 12 tasks, so work is still in flight after the first
+    result (the same classes as the reference: the shard size changes only the files)."""
+    return prepared_run(tmp_path, (WORKFLOW % random_checkpoint).replace("shard: 2", "shard: 1"))
 
 
 def _output(rundir: RunDir, window) -> np.ndarray:

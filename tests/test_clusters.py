@@ -23,7 +23,7 @@ PROFILES = {
 COMMON = {"cores": 2, "processes": 1, "walltime": "02:00:00", "interface": "lo",
           "job_script_prologue": ["module load cuda/12.4", "conda activate sinolc"],
           "worker_extra_args": ["--resources", "GPU=1"], "minimum_jobs": 1, "maximum_jobs": 4,
-          "torch_threads": 2, "tls": True}
+          "torch_threads": 2, "tls": True, "watch_interval": 60, "give_up_after": 3}
 HEADERS = {
     "slurm": ["#SBATCH -p gpu", "#SBATCH -A proj-a", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G",
               "#SBATCH -t 02:00:00", "#SBATCH --gres=gpu:1"],
@@ -71,7 +71,7 @@ def test_job_script_carries_the_profile(job_script, tmp_path, kind):
         path = Path(_arg(worker, flag))
         assert path.parent == tmp_path.resolve() / ".dask-tls" and path.is_file()
     assert str(tmp_path.resolve() / "logs" / "workers") in script
-    for own in ("minimum_jobs", "maximum_jobs", "torch_threads"):
+    for own in ("minimum_jobs", "maximum_jobs", "torch_threads", "watch_interval", "give_up_after"):
         assert own not in script
 
 
@@ -114,6 +114,9 @@ def test_lifetime_margin_bounds():
     ("pbs", {"walltime": "1-00:00:00"}, ["'walltime'"]),
     ("slurm", {"job_script_prologue": "module load cuda"}, ["'job_script_prologue'", "list of strings"]),
     ("sge", {"tls": "yes"}, ["'tls'"]),
+    ("slurm", {"watch_interval": 0}, ["'watch_interval'", "seconds > 0"]),
+    ("pbs", {"watch_interval": "often"}, ["'watch_interval'"]),
+    ("sge", {"give_up_after": 0}, ["'give_up_after'", ">= 1"]),
 ])
 def test_bad_profiles_name_the_key(kind, override, needles):
     with pytest.raises(ConfigError) as err:

@@ -151,7 +151,8 @@ def test_run_through_qsub_equals_local(kind, small_run, reference, tmp_path, job
     assert len(started) >= 2, logs  # the workers ran as batch jobs, over TLS on loopback
 
 
-def test_deleted_worker_job_is_replaced(kind, small_run, reference, tmp_path, job_name):
+def test_deleted_worker_job_is_replaced(kind, small_run_one_chunk_tasks, reference, tmp_path, job_name):
+    small_run = small_run_one_chunk_tasks
     rundir, scene = small_run["rundir"], small_run["scene"]
     req = replace(small_run["req"], cluster=_profile(tmp_path, kind, job_name), mosaic=False)
     seen: dict[str, object] = {}

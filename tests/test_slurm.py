@@ -25,6 +25,7 @@ from conftest import done_count, run_output
 from distributed import get_client
 
 from sinolc_dist import pipeline
+from sinolc_dist.errors import ConfigError
 
 
 def _why_no_slurm() -> str | None:
@@ -52,14 +53,83 @@ def job_name():
     subprocess.run(["scancel", "-n", name], check=False)
 
 
-def _profile(tmp_path: Path, job_name: str) -> str:
+def _profile(tmp_path: Path, job_name: str, **extra: object) -> str:
     path = tmp_path / "slurm-test.yaml"
     path.write_text(yaml.safe_dump({"slurm": {
         "cores": 1, "processes": 1, "memory": "2GB", "queue": "debug", "walltime": "00:30:00",
         "interface": "lo", "tls": True, "minimum_jobs": 2, "maximum_jobs": 2, "torch_threads": 1,
-        "job_name": job_name,
+        "job_name": job_name, **extra,
     }}))
     return str(path)
+
+
+def _failing_starts(slots: Path, fail: str) -> list[str]:
+    """A job prologue that claims the next start slot (0, 1, ...) and dies 10 s in when ``fail`` says so.
+
+    ``fail`` is a shell test on ``$n``, the slot; the delay lets the first worker connect first.
+    """
+    return [f"n=0; until mkdir {slots}/start-$n 2>/dev/null; do n=$((n+1)); done",
+            f'if {fail}; then sleep 10; echo "start $n: module cuda/12.4 not found" >&2; exit 3; fi']
+
+
+def _wait_for_log(rundir, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in (rundir.logs / "driver.log").read_text():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_worker_job_dying_at_start_mid_run_is_replaced(small_run, reference, tmp_path, job_name):
+    # The second job dies at start, after the first worker connected: dask-jobqueue would count
+    # it as requested for ever; the watchdog logs the scheduler's words and replaces it.
+    rundir, scene = small_run["rundir"], small_run["scene"]
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    profile = _profile(tmp_path, job_name, watch_interval=2,
+                       job_script_prologue=_failing_starts(slots, '[ "$n" = 1 ]'))
+    waited: dict[str, bool] = {}
+
+    def hold_until_replaced(report, total) -> None:
+        # The dispatch waits here; the cluster, its jobs and the watchdog go on in their threads.
+        if report.done and not waited:
+            waited["replaced"] = _wait_for_log(rundir, "submitting a replacement", 90)
+            deadline = time.monotonic() + 60  # adaptive scaling submits the replacement
+            while time.monotonic() < deadline and not (slots / "start-2").is_dir():
+                time.sleep(0.5)
+
+    req = replace(small_run["req"], cluster=profile, mosaic=False)
+    pipeline.run(req, on_progress=hold_until_replaced)
+    assert waited["replaced"], (rundir.logs / "driver.log").read_text()
+    log = (rundir.logs / "driver.log").read_text()
+    assert re.search(r"worker job \d+ ended before its Dask worker connected: JobState=FAILED .*"
+                     r"ExitCode=3:0", log)
+    assert "start 1: module cuda/12.4 not found" in log  # the job's own log, quoted
+    assert "'job_script_prologue'" in log  # the profile key to look at
+    assert (slots / "start-2").is_dir()  # the replacement started
+    assert done_count(rundir) == 12
+    assert np.array_equal(run_output(rundir, scene.window), reference)
+
+
+def test_run_stops_when_every_new_job_dies_at_start(small_run, tmp_path, job_name):
+    rundir = small_run["rundir"]
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    profile = _profile(tmp_path, job_name, minimum_jobs=1, maximum_jobs=1, watch_interval=2,
+                       give_up_after=2, job_script_prologue=_failing_starts(slots, '[ "$n" -ge 1 ]'))
+
+    def lose_the_only_worker(report, total) -> None:
+        if report.done and not (slots / "cancelled").exists():
+            (slots / "cancelled").mkdir()
+            subprocess.run(["scancel", "-n", job_name], check=True)
+
+    req = replace(small_run["req"], cluster=profile, mosaic=False)
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}), \
+            pytest.raises(ConfigError, match=r"2 slurm worker jobs died before their Dask workers connected"):
+        pipeline.run(req, on_progress=lose_the_only_worker)
+    assert 0 < done_count(rundir) < 12  # what was done is kept, to resume
+
 
 
 def _running(job_name: str) -> list[str]:
@@ -80,7 +150,8 @@ def test_run_through_sbatch_equals_local(small_run, reference, tmp_path, job_nam
     assert re.search(r"Start worker at:\s+tls://127\.0\.0\.1:", logs[0].read_text())
 
 
-def test_cancelled_worker_job_is_replaced(small_run, reference, tmp_path, job_name):
+def test_cancelled_worker_job_is_replaced(small_run_one_chunk_tasks, reference, tmp_path, job_name):
+    small_run = small_run_one_chunk_tasks
     rundir, scene = small_run["rundir"], small_run["scene"]
     req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
     seen: dict[str, object] = {}
