@@ -118,15 +118,15 @@ def status_map(run_dir: Path, path: Path) -> Path:
     config = rundir.read_config()
     grid = Grid.from_dict(config["grid"])
     codes = {status: i for i, status in enumerate(_STATUS_COLOURS, start=1)}
-    rows, cols, values = [], [], []
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[int] = []
     adcodes: set[str] = set()
     if rundir.state.is_file():  # opening a missing state would create it
         with StateStore(rundir.state) as state:
-            for rec in state.records():
-                rows.append(rec.chunk.row)
-                cols.append(rec.chunk.col)
-                values.append(codes[rec.status])
-                adcodes.update(rec.provinces)
+            rows, cols, statuses = state.positions()
+            values = [codes[s] for s in statuses]
+            adcodes = {code for group, _, _ in state.status_groups() for code in group}
     if not rows:
         raise InputError(
             f"run {rundir.root} has no planned chunks to draw: plan it first "

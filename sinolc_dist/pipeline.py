@@ -284,12 +284,12 @@ def status(run_dir: Path) -> StatusReport:
     provinces: dict[str, Counter[str]] = defaultdict(Counter)
     errors: Counter[str] = Counter()
     with StateStore(rundir.state) as state:
-        for rec in state.records():
-            total[rec.status] += 1
-            for code in rec.provinces:
-                provinces[code][rec.status] += 1
-            if rec.status == FAILED and rec.error:
-                errors[rec.error.split("\n")[0][:200]] += 1
+        for codes, status_, n in state.status_groups():
+            total[status_] += n
+            for code in codes:
+                provinces[code][status_] += n
+        for error, n in state.error_counts():
+            errors[error.split("\n")[0][:200]] += n
         rate, _ = state.throughput()
     per_hour = rate * 3600
     km2_per_chunk = (grid.chunk * grid.resolution) ** 2 / 1e6 if not grid.pyproj_crs.is_geographic \

@@ -155,6 +155,32 @@ class StateStore:
             yield ChunkRecord(ChunkId(row, col), tuple(p for p in prov.split(",") if p),
                               status, attempts, error, checksum)
 
+    def status_groups(self) -> Iterator[tuple[tuple[str, ...], str, int]]:
+        """``(provinces, status, chunks)`` for each group of chunks sharing both.
+
+        Counted by SQLite: a national state (574,357 chunks) is summed without
+        reading each record into Python.
+        """
+        for prov, status, n in self._db.execute(
+            "SELECT provinces, status, COUNT(*) FROM chunks GROUP BY provinces, status"
+        ):
+            yield tuple(p for p in prov.split(",") if p), status, n
+
+    def error_counts(self) -> Iterator[tuple[str, int]]:
+        """``(error, chunks)`` of the failed chunks, most frequent first."""
+        yield from self._db.execute(
+            "SELECT error, COUNT(*) AS n FROM chunks WHERE status = 'failed' AND error IS NOT NULL "
+            "GROUP BY error ORDER BY n DESC"
+        )
+
+    def positions(self) -> tuple[list[int], list[int], list[str]]:
+        """Every chunk's ``row``, ``col`` and status as three lists, in (row, col) order (for maps)."""
+        rows = self._db.execute("SELECT row, col, status FROM chunks ORDER BY row, col").fetchall()
+        if not rows:
+            return [], [], []
+        r, c, st = zip(*rows, strict=True)
+        return list(r), list(c), list(st)
+
     def throughput(self, window_s: float = 900.0) -> tuple[float, float]:
         """Recent rate of done chunks: ``(chunks per second, seconds it was measured over)``.
 

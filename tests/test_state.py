@@ -54,3 +54,28 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_records(tmp_path):
             s.add_chunks(big)
         assert s.count()[DONE] == 1
         assert len(s.chunk_ids()) == 10
+
+
+def test_summaries_agree_with_the_records(tmp_path):
+    chunks = [(ChunkId(r, c), ("420000",) if c < 3 else ("420000", "430000"))
+              for r in range(3) for c in range(5)]
+    with StateStore(tmp_path / "s.sqlite") as s:
+        s.add_chunks(chunks)
+        s.record([ChunkResult(ChunkId(0, 1), True, checksum="a"),
+                  ChunkResult(ChunkId(2, 4), True, checksum="b"),
+                  ChunkResult(ChunkId(1, 3), False, error="OSError: corrupt shard\ntraceback"),
+                  ChunkResult(ChunkId(1, 4), False, error="OSError: corrupt shard\ntraceback"),
+                  ChunkResult(ChunkId(2, 0), False, error="ValueError: 4 bands")])
+        records = list(s.records())
+        groups = list(s.status_groups())
+        # Every chunk once, per status and province, as the records say.
+        assert sum(n for _, _, n in groups) == len(records) == 15
+        for code in ("420000", "430000"):
+            for status in (PENDING, DONE, FAILED):
+                want = sum(1 for r in records if code in r.provinces and r.status == status)
+                assert sum(n for codes, st, n in groups if code in codes and st == status) == want
+        assert list(s.error_counts()) == [("OSError: corrupt shard\ntraceback", 2),
+                                          ("ValueError: 4 bands", 1)]
+        rows, cols, statuses = s.positions()
+        assert list(zip(rows, cols, statuses, strict=True)) == [
+            (r.chunk.row, r.chunk.col, r.status) for r in records]
