@@ -10,21 +10,8 @@ export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
 SPOOL=/var/spool/gridengine
 QM_PID=$SPOOL/qmaster/qmaster.pid
 
-stop_pid() {  # name pidfile
-  local name=$1 pidfile=$2 pid
-  [ -s "$pidfile" ] || { echo "local-sge: $name: no PID file"; return 0; }
-  pid=$(cat "$pidfile")
-  if ! kill -0 "$pid" 2>/dev/null; then
-    echo "local-sge: $name (pid $pid) not running"; rm -f "$pidfile"; return 0
-  fi
-  kill -TERM "$pid"
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "local-sge: $name (pid $pid) ignored TERM, sending KILL"; kill -KILL "$pid"
-  fi
-  rm -f "$pidfile"
-  echo "local-sge: stopped $name (pid $pid)"
-}
+# shellcheck source=../local-common.sh
+. "$(dirname "$0")/../local-common.sh"
 
 if [ -s "$QM_PID" ] && kill -0 "$(cat "$QM_PID")" 2>/dev/null && command -v qstat >/dev/null; then
   # every job (Dask workers included) goes while sge_execd is still there to kill it
@@ -36,10 +23,10 @@ fi
 found=0
 for pf in "$SPOOL"/execd/*/execd.pid; do
   [ -e "$pf" ] || continue
-  found=1; stop_pid sge_execd "$pf"
+  found=1; stop_pid local-sge sge_execd "$pf"
 done
 [ "$found" = 1 ] || echo "local-sge: sge_execd: no PID file"
-stop_pid sge_qmaster "$QM_PID"
+stop_pid local-sge sge_qmaster "$QM_PID"
 
 if [ -e "$DIR/hosts.modified" ] && [ -e "$DIR/hosts.orig" ]; then
   cat "$DIR/hosts.orig" > /etc/hosts && rm -f "$DIR/hosts.modified"
