@@ -68,12 +68,13 @@ def forward(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     return logits[0]
 
 
-def _check_shape(model: LoadedModel, logits: torch.Tensor, hw: tuple[int, ...],
-                 given: tuple[int, ...]) -> None:
+def _check_shape(model: LoadedModel, logits: torch.Tensor, hw: tuple[int, ...], given: tuple[int, ...],
+                 rule: str = "same height and width") -> None:
+    """Refuse logits that are not one channel per class over the expected height and width."""
     expected = (1, len(model.spec.classes), *hw)
     if tuple(logits.shape) != expected:
         raise ConfigError(f"model returned {tuple(logits.shape)} for an input {tuple(given)}; "
-                          f"expected {expected} (one channel per class, same height and width)")
+                          f"expected {expected} (one channel per class, {rule})")
 
 
 def patch_logits(model: LoadedModel, x: torch.Tensor, x_win: Window, patch: Window) -> torch.Tensor:
@@ -94,10 +95,13 @@ def patch_logits(model: LoadedModel, x: torch.Tensor, x_win: Window, patch: Wind
         edges = (top < ctx, bottom < ctx, left < ctx, right < ctx)
         t = window[None].contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), _autocast(model):
-            logits = model.core(t, edges)[0]
+            core = model.core(t, edges)
         # Inner sides came back without their context; edge sides still carry theirs.
         margins = (top, bottom, left, right)
         top, bottom, left, right = (m if e else 0 for m, e in zip(margins, edges, strict=True))
+        _check_shape(model, core, (patch.height + top + bottom, patch.width + left + right), t.shape,
+                     "from forward_core: the window less the receptive radius on sides not at the edge")
+        logits = core[0]
     h, w = logits.shape[-2:]
     return logits[:, top:h - bottom, left:w - right]
 

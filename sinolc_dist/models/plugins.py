@@ -40,6 +40,13 @@ Contract, for both kinds:
   ``"gaussian"``.  :func:`measure_receptive_radius` measures the radius of a
   fully convolutional module once, offline (it is never measured at run time:
   the measurement costs a forward pass and could be fooled by dead units).
+
+* optionally, a fully convolutional module may offer ``forward_core(x, edges)``
+  (see ``L2HNet.forward_core``): given a window carrying ``receptive_radius``
+  px of context on each side not on the raster's edge (``edges``: top, bottom,
+  left, right flags), return the logits of the window less that context on
+  those sides, computing each layer only where later layers still need it.
+  The engine then uses it instead of ``forward`` plus a crop.
 """
 
 from __future__ import annotations

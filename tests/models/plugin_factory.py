@@ -39,3 +39,15 @@ def chip_net(seed: int = 0) -> nn.Module:
     """A ready ChipNet with weights drawn from ``seed``."""
     torch.manual_seed(seed)
     return ChipNet()
+
+
+class UncroppedCore(L2HNet):
+    """An L2HNet whose ``forward_core`` breaks the contract: it returns the whole window."""
+
+    def forward_core(self, x: torch.Tensor, edges: tuple[bool, bool, bool, bool]) -> torch.Tensor:
+        return self.forward(x)
+
+
+def uncropped_core(width: int = 16) -> nn.Module:
+    """A module whose ``forward_core`` keeps the context it should have dropped."""
+    return UncroppedCore(bands=3, classes=11, width=width)

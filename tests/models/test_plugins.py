@@ -26,6 +26,15 @@ def test_factory_plugin_equals_checkpoint(random_checkpoint, random_image):
     assert np.array_equal(engine_classes(plug, grid, random_image), engine_classes(ref, grid, random_image))
 
 
+def test_forward_core_of_the_wrong_shape_is_refused(random_checkpoint, random_image):
+    plug = load_model(ModelRef(str(random_checkpoint), patch=32, plugin=f"{FACTORY}:uncropped_core"))
+    assert plug.core is not None
+    # The first patch lies in the raster's corner: 32 px plus 11 px of context on two sides.
+    wrong = r"model returned \(1, 11, 43, 43\) .*expected \(1, 11, 32, 32\) .*forward_core"
+    with pytest.raises(ConfigError, match=wrong):
+        engine_classes(plug, small_grid(chunk=64), random_image)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # torch 2.13 deprecates TorchScript
 def test_torchscript_equals_checkpoint(random_checkpoint, random_image, tmp_path):
     module = load_checkpoint(random_checkpoint).build()
