@@ -34,6 +34,7 @@ def test_largest_fitting_patch_for_a_memory_budget():
 
 
 def test_auto_patch_is_calibrated_once_per_chunk_size(random_checkpoint, caplog):
+    load_model.cache_clear()  # a model another test loaded may have chosen already
     model = load_model(ModelRef(str(random_checkpoint), patch="auto", device="cpu"))
     with caplog.at_level(logging.INFO, logger="sinolc_dist.engine"):
         side = patches.patch_size(model, 256)
