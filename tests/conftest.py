@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from distributed import get_client
 
 from sinolc_dist import pipeline, stores
 from sinolc_dist.demo.run import prepare_demo
@@ -113,6 +115,20 @@ def reference(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path)
     scene = prepare_demo(ref, str(wf), SMALL_SCENE)
     pipeline.run(pipeline.RunRequest(ref.root, str(scene.region_file), str(wf), str(cl), mosaic=False))
     return run_output(ref, scene.window)
+
+
+def busiest_worker(timeout: float = 15.0) -> tuple[str, tuple[str, ...]]:
+    """``(address, tasks)`` of the worker with the most tasks processing, once one has any.
+
+    Between two tasks a worker may briefly hold none (the next one is still queued on the
+    scheduler): look again for up to ``timeout`` seconds rather than pick an idle worker.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = max(get_client().processing().items(), key=lambda kv: len(kv[1]))
+        if busy[1] or time.monotonic() > deadline:
+            return busy[0], tuple(busy[1])
+        time.sleep(0.05)
 
 
 def done_count(rundir: RunDir) -> int:

@@ -27,8 +27,7 @@ import dask
 import numpy as np
 import pytest
 import yaml
-from conftest import done_count, run_output
-from distributed import get_client
+from conftest import busiest_worker, done_count, run_output
 
 from sinolc_dist import pipeline
 from sinolc_dist.clusters import build_cluster, open_cluster
@@ -161,7 +160,7 @@ def test_deleted_worker_job_is_replaced(kind, small_run_one_chunk_tasks, referen
         if not report.done or "deleted" in seen:
             return
         # The worker with the most tasks in flight, and the job it runs in (from its log).
-        busy = max(get_client().processing().items(), key=lambda kv: len(kv[1]))
+        busy = busiest_worker()
         seen["in_flight"] = len(busy[1])
         victim = next(job for job, text in _worker_logs(rundir).items() if busy[0] in text)
         before = set(_running(kind, job_name))

@@ -21,8 +21,7 @@ import dask
 import numpy as np
 import pytest
 import yaml
-from conftest import done_count, run_output
-from distributed import get_client
+from conftest import busiest_worker, done_count, run_output
 
 from sinolc_dist import pipeline
 from sinolc_dist.errors import ConfigError
@@ -160,7 +159,7 @@ def test_cancelled_worker_job_is_replaced(small_run_one_chunk_tasks, reference, 
         if not report.done or "cancelled" in seen:
             return
         # The worker with the most tasks in flight, and the job it runs in (from its log).
-        busy = max(get_client().processing().items(), key=lambda kv: len(kv[1]))
+        busy = busiest_worker()
         seen["in_flight"] = len(busy[1])
         logs = (rundir.root / "logs" / "workers").glob(f"{job_name}-*.err")
         victim = next(p.stem.rsplit("-", 1)[1] for p in logs if busy[0] in p.read_text())
