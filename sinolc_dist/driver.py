@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from distributed import Client, as_completed
 
 from sinolc_dist.engine import ModelRef, ShardTask, run_shard
-from sinolc_dist.grid import ChunkId, Grid, Window
+from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest.sources import ImageryIndex
 from sinolc_dist.state import ChunkResult, StateStore
 
@@ -73,9 +73,8 @@ def shard_tasks(
         if imagery is None:
             yield ShardTask(grid, sid, group, input_path, output_path, model)
             continue
-        w = grid.shard_window(sid)
-        halo = Window(w.row0 - grid.halo, w.col0 - grid.halo, w.row1 + grid.halo, w.col1 + grid.halo)
-        sources = imagery.overlapping(grid.window_bounds(halo.intersect(grid.full_window)))
+        halo = grid.shard_window(sid).grow(grid.halo).intersect(grid.full_window)
+        sources = imagery.overlapping(grid.window_bounds(halo))
         yield ShardTask(grid, sid, group, input_path, output_path, model, sources, imagery.options)
 
 

@@ -90,6 +90,10 @@ class Window(NamedTuple):
         """``(rows, cols)`` slices for indexing arrays laid out on the grid."""
         return slice(self.row0, self.row1), slice(self.col0, self.col1)
 
+    def grow(self, px: int) -> Window:
+        """The window grown by ``px`` on every side (not clipped: intersect it with the grid)."""
+        return Window(self.row0 - px, self.col0 - px, self.row1 + px, self.col1 + px)
+
     def intersect(self, other: Window) -> Window:
         """The overlap of two windows (may be empty: height or width <= 0)."""
         return Window(
@@ -216,9 +220,7 @@ class Grid:
 
     def halo_window(self, cid: ChunkId, halo: int | None = None) -> Window:
         """A chunk's window grown by the halo and clipped to the grid (never padded)."""
-        h = self.halo if halo is None else halo
-        w = self.chunk_window(cid)
-        return Window(w.row0 - h, w.col0 - h, w.row1 + h, w.col1 + h).intersect(self.full_window)
+        return self.chunk_window(cid).grow(self.halo if halo is None else halo).intersect(self.full_window)
 
     def chunk_bounds(self, cid: ChunkId) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` of a chunk in CRS units."""

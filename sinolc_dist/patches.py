@@ -85,7 +85,7 @@ def patch_logits(model: LoadedModel, x: torch.Tensor, x_win: Window, patch: Wind
     lies on the raster's edge and is zero-padded like a whole-raster pass).
     """
     ctx = model.radius or 0
-    src = Window(patch.row0 - ctx, patch.col0 - ctx, patch.row1 + ctx, patch.col1 + ctx).intersect(x_win)
+    src = patch.grow(ctx).intersect(x_win)
     window = x[:, src.row0 - x_win.row0:src.row1 - x_win.row0, src.col0 - x_win.col0:src.col1 - x_win.col0]
     top, bottom = patch.row0 - src.row0, src.row1 - patch.row1
     left, right = patch.col0 - src.col0, src.col1 - patch.col1

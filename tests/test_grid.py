@@ -30,6 +30,7 @@ def test_chunk_ids_windows_bounds_and_transforms_agree():
     hw = g.halo_window(cid)
     assert (hw.height, hw.width) == (4096 + 32, 4096 + 32)
     assert g.halo_window(ChunkId(0, 0)).row0 == 0  # clipped, never padded
+    assert Window(5, 6, 10, 20).grow(3) == Window(2, 3, 13, 23)  # grow alone does not clip
     assert g.shard_of(cid) == ChunkId(50, 100)
 
 
