@@ -134,10 +134,9 @@ def _await_submission(cluster: Any, kind: str, settings: dict[str, Any],
         if cluster.scheduler_info.get("workers"):
             return
         if job_cls.submitted and time.monotonic() >= next_check:
-            for dead in dead_jobs(cluster, kind):
-                if cluster.scheduler_info.get("workers"):
-                    return
-                raise ConfigError(f"{dead.describe(kind, settings)} "
+            dead = dead_jobs(cluster, kind, limit=1)
+            if dead and not cluster.scheduler_info.get("workers"):
+                raise ConfigError(f"{dead[0].describe(kind, settings)} "
                                   "(`sinolc-dist submit --dry-run` prints the job script)")
             next_check = time.monotonic() + 2.0
         time.sleep(0.1)

@@ -205,7 +205,6 @@ def load_workflow(
         model_cfg["checkpoint"] = checkpoint
     if overrides:
         model_cfg["overrides"] = {**(model_cfg.get("overrides") or {}), **overrides}
-    model_cfg = {k: ({} if v is None and k in ("kwargs", "overrides") else v) for k, v in model_cfg.items()}
     run_cfg = dict(data.get("run") or {})
     _check_keys(f"{path}: run", run_cfg, {f.name for f in fields(RunOptions)})
     mosaic_cfg = dict(data.get("mosaic") or {})

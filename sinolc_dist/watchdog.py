@@ -51,7 +51,6 @@ class JobWatchdog:
         self.interval = float(settings.get("watch_interval", WATCH_INTERVAL))
         self.give_up_after = int(settings.get("give_up_after", GIVE_UP_AFTER))
         self.deaths = 0  # since a worker was last seen connected
-        self.replaced: list[str] = []
         self.failure = ""
         self._stop = threading.Event()
         self._closing = threading.Lock()  # no interrupt once the driver leaves the block
@@ -96,7 +95,6 @@ class JobWatchdog:
             log.warning("%s; submitting a replacement (%d such job(s) since a worker was last seen)",
                         dead.describe(self.kind, self.settings), self.deaths)
             self.cluster.sync(self.cluster.scale_down, [dead.name])
-            self.replaced.append(dead.job_id)
             if self.deaths >= self.give_up_after and not self.cluster.scheduler_info.get("workers"):
                 self.failure = (
                     f"{self.deaths} {self.kind} worker jobs died before their Dask workers connected, "

@@ -48,3 +48,9 @@ def test_frozen_model_is_plain_json_and_gives_the_worker_ref(tmp_path):
 def test_a_missing_checkpoint_says_how_to_give_one():
     with pytest.raises(ConfigError, match=r"pass --checkpoint PATH or set model\.checkpoint"):
         ModelOptions().checkpoint_path()
+
+
+def test_empty_kwargs_and_overrides_keys_mean_none(tmp_path):
+    wf = load_workflow(_workflow(tmp_path, "{checkpoint: demo, kwargs: , overrides: }"))
+    assert wf.model.kwargs == () and wf.model.overrides == ()
+    assert wf.model.identify()["overrides"] == {}

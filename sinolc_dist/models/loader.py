@@ -31,9 +31,12 @@ DEFAULT_CHIP = 512
 Pairs = tuple[tuple[str, Any], ...]
 
 
-def frozen_pairs(items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Pairs:
-    """``(key, value)`` pairs sorted by key, lists turned into tuples: hashable settings."""
-    pairs = items.items() if isinstance(items, Mapping) else items
+def frozen_pairs(items: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> Pairs:
+    """``(key, value)`` pairs sorted by key, lists turned into tuples: hashable settings.
+
+    ``None`` (a YAML key left empty) is no pairs.
+    """
+    pairs = items.items() if isinstance(items, Mapping) else items or ()
     return tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in pairs))
 
 
