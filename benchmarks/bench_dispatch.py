@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from distributed import Client, LocalCluster
+from results_file import save
 
 from sinolc_dist.config import load_workflow
 from sinolc_dist.driver import dispatch, shard_tasks
@@ -28,8 +27,6 @@ from sinolc_dist.engine import ModelRef, ShardTask
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import PENDING, ChunkResult, StateStore
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def no_op(task: ShardTask) -> list[ChunkResult]:
@@ -76,16 +73,11 @@ def main() -> None:
         "failed": report.failed, "plan_seconds": plan_s, "dispatch_seconds": seconds,
         "chunks_per_s": len(todo) / seconds, "driver_peak_rss_mib": peak_mib, "state_mb": state_mb,
         "max_in_flight": args.max_in_flight, "targets": {"chunks_per_s": 1000, "driver_peak_rss_mib": 2048},
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/bench_dispatch.py " + " ".join(sys.argv[1:]),
     }
     print(f"dispatched {len(todo):,} chunks ({grid.shard**2} per task) in {seconds:.1f} s: "
           f"{result['chunks_per_s']:,.0f} chunks/s; driver peak {peak_mib:,.0f} MiB; "
           f"state {state_mb:.1f} MB; recorded done {done['done']:,}")
-    out = Path(args.out) if args.out else RESULTS / f"dispatch-{args.region.lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    save(result, args.out, f"dispatch-{args.region.lower()}.json")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ writing and the rest of the engine cost on their own.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from distributed import Client, LocalCluster
+from results_file import save
 
 from sinolc_dist import stores
 from sinolc_dist.driver import dispatch
@@ -44,8 +43,6 @@ from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
 from sinolc_dist.patches import patch_size
 from sinolc_dist.state import StateStore
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _sync(device: torch.device) -> None:
@@ -205,14 +202,11 @@ def main() -> None:
     keep_heap()  # the same allocator setting for the bare baseline as the engine uses
     device = torch.device(args.device)
     rows: list[dict] = []
-    out = Path(args.out) if args.out else RESULTS / f"engine-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "engine", "device": str(device),
         "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size,
-        "chunk": args.chunk, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows,
-        "command": "python benchmarks/bench_engine.py " + " ".join(sys.argv[1:]),
+        "chunk": args.chunk, "rows": rows,
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -227,8 +221,7 @@ def main() -> None:
             for amp in args.amps.split(","):
                 row = measure(args, model, ckpt, amp, work)
                 rows.append(row)
-                out.write_text(json.dumps(result, indent=2))  # after every row: partial runs count
-    print(f"wrote {out}")
+                save(result, args.out, f"engine-{device.type}.json")  # after every row: partial runs count
 
 
 if __name__ == "__main__":

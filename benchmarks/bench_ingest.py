@@ -38,14 +38,13 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 from rasterio.warp import transform_bounds
+from results_file import save
 
 from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
 from sinolc_dist.ingest.index import build_index
 from sinolc_dist.ingest.run import IngestRequest, ingest
 from sinolc_dist.ingest.sources import MosaicOptions
 from sinolc_dist.ingest.warp import fill_window
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def make_grid(size: int, chunk: int) -> Grid:
@@ -93,7 +92,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--resampling", default="bilinear")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default=str(RESULTS / "ingest.json"))
+    ap.add_argument("--out", default=None, help="result file (default: benchmarks/results/ingest.json)")
     args = ap.parse_args()
     if shutil.which("gdalwarp") is None:
         sys.exit("gdalwarp not found: apt-get install gdal-bin")
@@ -188,12 +187,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average_1min_after": os.getloadavg()[0],
         "machine": platform.processor() or platform.machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/bench_ingest.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save(result, args.out, "ingest.json")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ import argparse
 import json
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from results_file import save
 
 CHILD = r"""
 import json, resource, sys, tempfile
@@ -78,13 +76,8 @@ def main() -> None:
     for chunk in chunks:  # fixed raster, growing chunk
         rows.append(measure(rasters[0], chunk, args.width))
         print(json.dumps(rows[-1]), flush=True)
-    result = {"benchmark": "memory", "width": args.width, "rows": rows,
-              "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])}
-    out = Path(args.out) if args.out else RESULTS / "memory.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    result = {"benchmark": "memory", "width": args.width, "rows": rows}
+    save(result, args.out, "memory.json")
 
 
 if __name__ == "__main__":

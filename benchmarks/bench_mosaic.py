@@ -39,12 +39,12 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import shapely
+from results_file import save
 
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
 from sinolc_dist.mosaic import write_cog
 from sinolc_dist.stores import create_store, open_array, write_window
 
-RESULTS = Path(__file__).parent / "results"
 GDAL_OPTIONS = {"COMPRESS": "DEFLATE", "BLOCKSIZE": "512", "OVERVIEW_RESAMPLING": "MODE"}
 
 
@@ -155,11 +155,7 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    default = "mosaic.json" if args.size == 16384 else f"mosaic-{args.size}.json"
-    out = Path(args.out) if args.out else RESULTS / default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    save(result, args.out, "mosaic.json" if args.size == 16384 else f"mosaic-{args.size}.json")
 
 
 def measure(work: Path, size: int, repeat: int) -> dict:
@@ -215,8 +211,6 @@ def measure(work: Path, size: int, repeat: int) -> dict:
         "export_tif_mb": export.stat().st_size / 1e6,
         "runs": runs, "baseline": baseline, "ratio": ratios[f"ours/{baseline}"], "ratios": ratios,
         "target_ratio": 1.0, "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/bench_mosaic.py " + " ".join(sys.argv[1:]),
     }
 
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from results_file import save
 
 
 def main() -> None:
@@ -42,15 +42,10 @@ def main() -> None:
         "chunks": plan["total"]["chunks"], "land_km2": plan["total"]["land_km2"],
         "seconds": seconds, "peak_rss_mib": peak_mib, "state_mb": state_mb,
         "targets": {"seconds": 60, "peak_rss_mib": 2048},
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/bench_plan.py " + " ".join(sys.argv[1:]),
     }
     print(f"plan {args.region}: {result['chunks']:,} chunks, {result['land_km2']:,.0f} km², "
           f"{seconds:.1f} s, peak {peak_mib:,.0f} MiB, state {state_mb:.1f} MB")
-    out = Path(args.out) if args.out else RESULTS / f"plan-{args.region.lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    save(result, args.out, f"plan-{args.region.lower()}.json")
 
 
 if __name__ == "__main__":

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import save
 
 from sinolc_dist.demo.scene import make_scene
 from sinolc_dist.engine import ModelRef, classify_chunk, load_model
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
 from sinolc_dist.models import DEMO_CHECKPOINT
 from sinolc_dist.models.checkpoint import load_checkpoint
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def classify(ref: ModelRef, grid: Grid, image: np.ndarray) -> np.ndarray:
@@ -77,13 +75,8 @@ def main() -> None:
                           "seconds_incl_load": time.perf_counter() - t0}
             print(name, json.dumps(rows[name]), flush=True)
     result = {"benchmark": "gpu-smoke", "device_name": torch.cuda.get_device_name(0),
-              "torch": torch.__version__, "size": args.size, "modes": rows,
-              "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": "python benchmarks/gpu_smoke.py " + " ".join(sys.argv[1:])}
-    out = Path(args.out) if args.out else RESULTS / "gpu-smoke.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+              "torch": torch.__version__, "size": args.size, "modes": rows}
+    save(result, args.out, "gpu-smoke.json")
 
 
 if __name__ == "__main__":
