@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,34 @@ def busiest_worker(timeout: float = 15.0) -> tuple[str, tuple[str, ...]]:
         if busy[1] or time.monotonic() > deadline:
             return busy[0], tuple(busy[1])
         time.sleep(0.05)
+
+
+def kill_busiest_worker_once(seen: dict, job_of: Callable[[str], str], kill: list[str],
+                             running: Callable[[], list[str]]) -> Callable[[object, int], None]:
+    """A progress callback that, at the first result, kills the batch job of the busiest worker.
+
+    ``job_of(address)`` names the job a worker runs in, ``kill + [job]`` is the
+    scheduler's delete command and ``running()`` lists the test's running jobs.
+    The dispatch waits inside the callback (up to 90 s) until a replacement job
+    runs; ``seen`` gets ``in_flight`` (the victim's tasks), ``killed`` and
+    ``replacement``.
+    """
+    def callback(report, total) -> None:
+        if not report.done or "killed" in seen:
+            return
+        address, tasks = busiest_worker()
+        seen["in_flight"] = len(tasks)
+        victim = job_of(address)
+        before = set(running())
+        subprocess.run([*kill, victim], check=True, capture_output=True)
+        seen["killed"] = victim
+        # The scheduler and adaptive scaling go on in their thread meanwhile.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not set(running()) - before:
+            time.sleep(0.5)
+        seen["replacement"] = sorted(set(running()) - before)
+
+    return callback
 
 
 def done_count(rundir: RunDir) -> int:

@@ -27,7 +27,7 @@ import dask
 import numpy as np
 import pytest
 import yaml
-from conftest import busiest_worker, done_count, run_output
+from conftest import done_count, kill_busiest_worker_once, run_output
 
 from sinolc_dist import pipeline
 from sinolc_dist.clusters import build_cluster, open_cluster
@@ -156,26 +156,14 @@ def test_deleted_worker_job_is_replaced(kind, small_run_one_chunk_tasks, referen
     req = replace(small_run["req"], cluster=_profile(tmp_path, kind, job_name), mosaic=False)
     seen: dict[str, object] = {}
 
-    def delete_a_busy_worker(report, total) -> None:
-        if not report.done or "deleted" in seen:
-            return
-        # The worker with the most tasks in flight, and the job it runs in (from its log).
-        busy = busiest_worker()
-        seen["in_flight"] = len(busy[1])
-        victim = next(job for job, text in _worker_logs(rundir).items() if busy[0] in text)
-        before = set(_running(kind, job_name))
-        subprocess.run(["qdel", victim], check=True, capture_output=True)
-        seen["deleted"] = victim
-        # The dispatch waits here; the scheduler and adaptive scaling go on in their thread.
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not set(_running(kind, job_name)) - before:
-            time.sleep(0.5)
-        seen["replacement"] = sorted(set(_running(kind, job_name)) - before)
+    def job_of(address: str) -> str:  # the job a worker runs in, from its logs
+        return next(job for job, text in _worker_logs(rundir).items() if address in text)
 
+    delete = kill_busiest_worker_once(seen, job_of, ["qdel"], lambda: _running(kind, job_name))
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}):
-        pipeline.run(req, on_progress=delete_a_busy_worker)
+        pipeline.run(req, on_progress=delete)
     assert seen["in_flight"] and seen["replacement"], seen
-    assert seen["deleted"] not in _running(kind, job_name)
+    assert seen["killed"] not in _running(kind, job_name)
     assert done_count(rundir) == 12
     assert np.array_equal(run_output(rundir, scene.window), reference)
 

@@ -21,7 +21,7 @@ import dask
 import numpy as np
 import pytest
 import yaml
-from conftest import busiest_worker, done_count, run_output
+from conftest import done_count, kill_busiest_worker_once, run_output
 
 from sinolc_dist import pipeline
 from sinolc_dist.errors import ConfigError
@@ -155,27 +155,15 @@ def test_cancelled_worker_job_is_replaced(small_run_one_chunk_tasks, reference, 
     req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
     seen: dict[str, object] = {}
 
-    def cancel_a_busy_worker(report, total) -> None:
-        if not report.done or "cancelled" in seen:
-            return
-        # The worker with the most tasks in flight, and the job it runs in (from its log).
-        busy = busiest_worker()
-        seen["in_flight"] = len(busy[1])
+    def job_of(address: str) -> str:  # the job a worker runs in, from its log <name>-<jobid>.err
         logs = (rundir.root / "logs" / "workers").glob(f"{job_name}-*.err")
-        victim = next(p.stem.rsplit("-", 1)[1] for p in logs if busy[0] in p.read_text())
-        before = set(_running(job_name))
-        subprocess.run(["scancel", victim], check=True)
-        seen["cancelled"] = victim
-        # The dispatch waits here; the scheduler and adaptive scaling go on in their thread.
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not set(_running(job_name)) - before:
-            time.sleep(0.5)
-        seen["replacement"] = sorted(set(_running(job_name)) - before)
+        return next(p.stem.rsplit("-", 1)[1] for p in logs if address in p.read_text())
 
+    cancel = kill_busiest_worker_once(seen, job_of, ["scancel"], lambda: _running(job_name))
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}):
-        pipeline.run(req, on_progress=cancel_a_busy_worker)
+        pipeline.run(req, on_progress=cancel)
     assert seen["in_flight"] and seen["replacement"], seen
-    assert seen["cancelled"] not in _running(job_name)
+    assert seen["killed"] not in _running(job_name)
     assert done_count(rundir) == 12
     assert np.array_equal(run_output(rundir, scene.window), reference)
 
