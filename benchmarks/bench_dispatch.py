@@ -5,6 +5,8 @@ directory, then dispatches every chunk with the real driver (bounded in flight, 
 per shard, batched SQLite state updates) to a LocalCluster whose workers run a no-op
 instead of the model.  Records chunks/s dispatched and recorded, the driver's peak
 memory and the state's size.  Targets: >= 1,000 chunks/s, driver under 2 GiB.
+Then times what a user's ``sinolc-dist status`` and ``status --map`` cost on that
+national state (every planned chunk, done or pending).
 
     python benchmarks/bench_dispatch.py [--region CN] [--shard 2] [--max-chunks N]
 """
@@ -24,6 +26,8 @@ from results_file import save
 from sinolc_dist.config import load_workflow
 from sinolc_dist.driver import dispatch, shard_tasks
 from sinolc_dist.engine import ModelRef, ShardTask
+from sinolc_dist.maps import status_map
+from sinolc_dist.pipeline import status
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import PENDING, ChunkResult, StateStore
@@ -66,17 +70,26 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             done = state.count()
         state_mb = rundir.state.stat().st_size / 1e6
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before status's reads
+        rundir.freeze({"grid": grid.to_dict(), "region": args.region}, frozenset())
+        t0 = time.perf_counter()
+        status(rundir.root)
+        status_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        status_map(rundir.root, Path(tmp) / "status.png")
+        status_map_s = time.perf_counter() - t0
     result = {
         "benchmark": "dispatch", "region": args.region, "grid_chunk": grid.chunk, "shard": grid.shard,
         "chunks_per_task": grid.shard**2, "chunks": len(todo), "recorded_done": done["done"],
         "failed": report.failed, "plan_seconds": plan_s, "dispatch_seconds": seconds,
         "chunks_per_s": len(todo) / seconds, "driver_peak_rss_mib": peak_mib, "state_mb": state_mb,
         "max_in_flight": args.max_in_flight, "targets": {"chunks_per_s": 1000, "driver_peak_rss_mib": 2048},
+        "status_seconds": status_s, "status_map_seconds": status_map_s,
     }
     print(f"dispatched {len(todo):,} chunks ({grid.shard**2} per task) in {seconds:.1f} s: "
           f"{result['chunks_per_s']:,.0f} chunks/s; driver peak {peak_mib:,.0f} MiB; "
-          f"state {state_mb:.1f} MB; recorded done {done['done']:,}")
+          f"state {state_mb:.1f} MB; recorded done {done['done']:,}; status {status_s:.1f} s, "
+          f"status --map {status_map_s:.1f} s")
     save(result, args.out, f"dispatch-{args.region.lower()}.json")
 
 
