@@ -12,6 +12,10 @@ writing and the rest of the engine cost on their own.
 
     python benchmarks/bench_engine.py                       # CPU, width 64
     python benchmarks/bench_engine.py --device cuda --widths 64,128 --amps none,bf16
+    python benchmarks/bench_engine.py --arch paraformer     # against the authors' test.py loop
+    python benchmarks/bench_engine.py --arch paraformer --device cuda --amps bf16 --size 2240
+
+``--arch paraformer`` is described in ``engine_paraformer.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import engine_paraformer
 import numpy as np
 import torch
 from distributed import Client, LocalCluster
@@ -181,12 +186,14 @@ def measure(args: argparse.Namespace, model: torch.nn.Module, ckpt: Path, amp: s
 def main() -> None:
     """Run the benchmark and write ``benchmarks/results/engine-<device>.json``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", choices=["l2hnet", "paraformer"], default="l2hnet")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--widths", default="64")
     ap.add_argument("--amps", default="none")
     ap.add_argument("--patches", default="128,192,256,384,512", help="patch sides of the bare forward")
     ap.add_argument("--patch", default="auto", help="the engine's model.patch (auto: chosen as in a run)")
-    ap.add_argument("--size", type=int, default=2048, help="raster side for the engine run")
+    ap.add_argument("--size", type=int, default=None,
+                    help="raster side for the engine run [default: 2048; paraformer: 672]")
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--seconds", type=float, default=1.0, help="time per bare-forward figure and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best of each counts)")
@@ -195,10 +202,22 @@ def main() -> None:
                     help="also run through the driver on a one-GPU LocalCluster worker, with the shard "
                          "write as its own task or not")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (both measurements)")
+    ap.add_argument("--mem-theirs", default="2048,4096",
+                    help="paraformer: raster sides of the test.py loop's memory measurement ('' to skip)")
+    ap.add_argument("--mem-ours", default="2048,16384", help="paraformer: raster sides of the engine's")
+    ap.add_argument("--mem-chunk", type=int, default=448, help="paraformer: chunk side of the engine's")
+    ap.add_argument("--mem-forwards", type=int, default=4,
+                    help="paraformer: chips the test.py loop really forwards in its memory measurement")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.arch == "paraformer":
+        args.size = args.size or 672
+        keep_heap()
+        engine_paraformer.main(args)
+        return
+    args.size = args.size or 2048
     keep_heap()  # the same allocator setting for the bare baseline as the engine uses
     device = torch.device(args.device)
     rows: list[dict] = []

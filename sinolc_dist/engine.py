@@ -6,12 +6,16 @@ at the edge, and only a clipped window reproduces that), normalises it, runs
 the model on fixed-size patches laid on one global patch lattice (so every
 pixel is computed by the same kernels whatever the chunking: results do not
 depend on the chunk size), crops the halo, takes the argmax, maps channels to
-legend codes and sets nodata pixels to 0.
+legend codes (channels marked dropped are never chosen) and sets nodata
+pixels to 0.  Nodata is treated like the raster's edge by models that can
+(``LoadedModel.masks``: the shipped L2HNet), so a run over one GeoTIFF equals
+a pass over that image alone, edges included.
 
 Models that are not fully convolutional (plug-ins declaring ``chip_size``), or
 any model when ``ModelRef.blend`` is ``"gaussian"``, are run instead on
-overlapping chips blended with Gaussian weights (``sinolc_dist.blend``); the
-result is then close to, not equal to, a whole-raster pass.  Plug-in models
+overlapping chips, batched, blended with Gaussian or the authors' weights
+(``sinolc_dist.blend``); the result then equals one blended pass laid on the
+same global chip lattice.  Plug-in models
 (a ``module:factory`` path or a TorchScript file) are described in
 ``sinolc_dist.models.plugins``.
 
@@ -46,7 +50,7 @@ from sinolc_dist.ingest.sources import MosaicOptions, Source
 from sinolc_dist.ingest.warp import fill_window
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
-from sinolc_dist.patches import forward, lattice, patch_logits, patch_size
+from sinolc_dist.patches import chip_batch, forward, lattice, patch_logits, patch_size
 from sinolc_dist.state import ChunkResult
 from sinolc_dist.stores import CONFIDENCE_ARRAY
 
@@ -88,22 +92,23 @@ def normalise(image: np.ndarray, spec: ModelSpec, device: torch.device) -> tuple
     return x, valid
 
 
-def _exact(model: LoadedModel, x: torch.Tensor, chunk_win: Window, halo_win: Window, patch: int,
-           confidence: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _exact(model: LoadedModel, x: torch.Tensor, valid: torch.Tensor | None, chunk_win: Window,
+           halo_win: Window, patch: int, confidence: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Argmax (and top-1 probability) over a chunk by patches of the global lattice.
 
     Each patch is computed from the receptive radius of context around it
-    (clipped to the halo window), so the result equals a whole-raster pass.
+    (clipped to the halo window), so the result equals a whole-raster pass;
+    ``valid`` (``None``: no nodata in the halo window) lets the model treat
+    nodata like the raster's edge.
     """
     idx = torch.zeros((chunk_win.height, chunk_win.width), dtype=torch.long, device=model.device)
     top = torch.zeros(idx.shape, dtype=torch.float32, device=model.device) if confidence else None
     for p in lattice(chunk_win, patch):
-        logits = patch_logits(model, x, halo_win, p)
-        dst = (slice(p.row0 - chunk_win.row0, p.row1 - chunk_win.row0),
-               slice(p.col0 - chunk_win.col0, p.col1 - chunk_win.col0))
-        idx[dst] = logits.argmax(dim=0)
+        logits = patch_logits(model, x, halo_win, p, valid)
+        dst = p.within(chunk_win)
+        idx[dst] = model.kept(logits).argmax(dim=0)
         if top is not None:
-            top[dst] = torch.softmax(logits.float(), dim=0).amax(dim=0)
+            top[dst] = model.kept(torch.softmax(logits.float(), dim=0)).amax(dim=0)
     return idx, top
 
 
@@ -112,10 +117,7 @@ def _classify(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray,
     """Legend codes (and, if asked, uint8 confidence) of one chunk; 0 where nodata."""
     chunk_win = grid.chunk_window(cid)
     halo_win = grid.halo_window(cid)
-    inner = (
-        slice(chunk_win.row0 - halo_win.row0, chunk_win.row1 - halo_win.row0),
-        slice(chunk_win.col0 - halo_win.col0, chunk_win.col1 - halo_win.col0),
-    )
+    inner = chunk_win.within(halo_win)
     x, valid = normalise(image, model.spec, model.device)
     if not bool(valid[inner].any()):
         empty = np.zeros((chunk_win.height, chunk_win.width), np.uint8)
@@ -123,13 +125,14 @@ def _classify(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray,
     top: torch.Tensor | None
     if model.blending:
         probs = blend_chunk(
-            lambda t: torch.softmax(forward(model, t).float(), dim=0), x, chunk_win, halo_win,
-            grid.full_window, model.chip_px, model.stride_px, len(model.spec.classes),
-            fixed_size=model.radius is None,
+            lambda t: torch.softmax(forward(model, t).float(), dim=1), x, chunk_win, halo_win,
+            grid.full_window, model.chip_px, model.stride_px, len(model.spec.channels),
+            fixed_size=model.radius is None, weights=model.blend, batch=chip_batch(model),
         )
-        top, idx = probs.max(dim=0)
+        top, idx = model.kept(probs).max(dim=0)
     else:
-        idx, top = _exact(model, x, chunk_win, halo_win, patch_size(model, grid.chunk), confidence)
+        mask = None if bool(valid.all()) else valid
+        idx, top = _exact(model, x, mask, chunk_win, halo_win, patch_size(model, grid.chunk), confidence)
     mask = valid[inner]
     codes = (model.lut[idx] * mask).cpu().numpy()
     if not confidence or top is None:
@@ -260,8 +263,7 @@ def compute_shard(task: ShardTask) -> ShardOutput:
                     continue
                 w = grid.chunk_window(cid)
                 for out, arr in zip(outs, arrays, strict=True):
-                    out[w.row0 - shard_win.row0:w.row1 - shard_win.row0,
-                        w.col0 - shard_win.col0:w.col1 - shard_win.col0] = arr
+                    out[w.within(shard_win)] = arr
                 results.append(ChunkResult(cid, True, worker, t0, time.time() - t0, checksum(arrays[0])))
     finally:
         for ds in opened.values():

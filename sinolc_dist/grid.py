@@ -90,6 +90,11 @@ class Window(NamedTuple):
         """``(rows, cols)`` slices for indexing arrays laid out on the grid."""
         return slice(self.row0, self.row1), slice(self.col0, self.col1)
 
+    def within(self, outer: Window) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices of this window in an array laid on ``outer`` (which holds it)."""
+        return (slice(self.row0 - outer.row0, self.row1 - outer.row0),
+                slice(self.col0 - outer.col0, self.col1 - outer.col0))
+
     def grow(self, px: int) -> Window:
         """The window grown by ``px`` on every side (not clipped: intersect it with the grid)."""
         return Window(self.row0 - px, self.col0 - px, self.row1 + px, self.col1 + px)

@@ -38,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import Grid
-from sinolc_dist.legend import LEGEND, NODATA
+from sinolc_dist.legend import NODATA, SINOLC, Legend
 from sinolc_dist.plan import Plan
 from sinolc_dist.provinces import province_by_name
 from sinolc_dist.regions import province_geometries, to_crs
@@ -251,7 +251,7 @@ QUICKLOOK_SIDE = 1200
 
 
 def quicklook(sources: Path | Sequence[Path], path: Path, title: str = "",
-              side: int = QUICKLOOK_SIDE) -> Path:
+              side: int = QUICKLOOK_SIDE, legend: Legend = SINOLC) -> Path:
     """Draw class mosaics in the legend's colours, with a legend, as a PNG; returns ``path``.
 
     ``sources`` are COGs of one CRS, or a VRT over them (its files are drawn).
@@ -279,15 +279,16 @@ def quicklook(sources: Path | Sequence[Path], path: Path, title: str = "",
         _paste(canvas, file, left, top, step)
     fig, ax = _figure(canvas)
     lut = np.zeros((256, 4), np.uint8)
-    for code, (_, rgb) in LEGEND.items():
+    colours = legend.colours()
+    for code, rgb in colours.items():
         lut[code] = (*rgb, 255)
     extent = (left, left + canvas.shape[1] * step, top - canvas.shape[0] * step, top)
     ax.imshow(lut[canvas], extent=extent, origin="upper", interpolation="nearest", zorder=1)
     if crs.is_geographic:  # degrees of longitude shrink with latitude
         ax.set_aspect(1 / math.cos(math.radians((extent[2] + extent[3]) / 2)))
-    present = [int(c) for c in np.unique(canvas) if c != NODATA and c in LEGEND]
-    handles = [Patch(facecolor=np.array(LEGEND[c][1]) / 255, edgecolor="#808080", linewidth=0.3,
-                     label=LEGEND[c][0]) for c in present]
+    present = [int(c) for c in np.unique(canvas) if c != NODATA and c in colours]
+    handles = [Patch(facecolor=np.array(colours[c]) / 255, edgecolor="#808080", linewidth=0.3,
+                     label=legend.name_of(c)) for c in present]
     if handles:
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                   ncols=min(4, len(handles)), fontsize="small", frameon=False)

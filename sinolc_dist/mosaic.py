@@ -54,13 +54,12 @@ from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.errors import ConfigError, InputError
 from sinolc_dist.grid import CHINA_ALBERS, DEGREE_METRE, ChunkId, Grid, Window, geographic_grid
-from sinolc_dist.legend import NODATA, class_names, colormap
+from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description
 from sinolc_dist.pyramid import Pyramid, layout
 from sinolc_dist.stats import CODES, PixelAreas, as_table, class_km2
 from sinolc_dist.stores import read_window
 
 #: Band description of the class band.
-BAND_DESCRIPTION = "land-cover class (SinoLC-1 legend, 0 = no data)"
 #: Dataset tag holding the class areas (JSON, code → km²).
 AREAS_TAG = "SINOLC_CLASS_KM2"
 #: Dataset tag naming the CRS the file was written in (``grid`` or the one asked for).
@@ -133,6 +132,7 @@ def write_cog(
     tags: dict[str, str] | None = None,
     scratch_dir: Path | None = None,
     crs: str | None = None,
+    legend: Legend = SINOLC,
 ) -> CogReport:
     """Write a window of the class store as one validated Cloud-Optimised GeoTIFF.
 
@@ -154,6 +154,7 @@ def write_cog(
         crs: Write the COG in this CRS (e.g. ``EPSG:4326``): nearest neighbour,
             on a lattice shared by every province (see :func:`warp_target`).
             ``None`` or ``grid``: the grid's CRS and pixels, unresampled.
+        legend: The class names and colours written into the file.
 
     Raises:
         ConfigError: The window does not overlap the grid, the geometry is not
@@ -195,7 +196,7 @@ def write_cog(
                 **(tags or {})}
     own = factors if out_crs is None else []
     try:
-        pyramid, km2 = _write_stage(stage, grid, classes, win, geometry, all_tags, tile, own)
+        pyramid, km2 = _write_stage(stage, grid, classes, win, geometry, all_tags, tile, own, legend)
         source = pyramid.vrt(stage.with_suffix(".vrt")) if own else stage
         rasterio.shutil.copy(
             source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=tile,
@@ -338,6 +339,7 @@ def _read_masked(
 def _write_stage(
     path: Path, grid: Grid, classes: zarr.Array, window: Window,
     geometry: BaseGeometry | None, tags: dict[str, str], tile: int, factors: list[int],
+    legend: Legend,
 ) -> tuple[Pyramid, np.ndarray]:
     """Write the tiled, colour-mapped staging GeoTIFF that the COG driver copies, and its overviews.
 
@@ -348,7 +350,7 @@ def _write_stage(
     the overview levels written for ``factors``, and the area of each code
     (index 0..255) inside the mask, also written as the tag :data:`AREAS_TAG`.
     """
-    names = class_names()
+    names = legend.class_names()
     profile = {
         "driver": "GTiff", "width": window.width, "height": window.height, "count": 1,
         "dtype": "uint8", "crs": grid.pyproj_crs.to_wkt(),
@@ -359,16 +361,16 @@ def _write_stage(
     side = math.lcm(tile * max(1, grid.chunk // tile), factors[-1] if factors else 1)
     areas, km2 = PixelAreas(grid), np.zeros(CODES)
     with rasterio.open(path, "w", **profile) as out, Pyramid(path, profile, factors) as pyramid:
-        out.write_colormap(1, colormap())
-        out.set_band_description(1, BAND_DESCRIPTION)
+        out.write_colormap(1, legend.colormap())
+        out.set_band_description(1, band_description(legend))
         out.update_tags(1, **{f"CLASS_{code}": name for code, name in names.items()})
-        legend = json.dumps({str(code): name for code, name in names.items()})
-        out.update_tags(**{"CLASS_NAMES": legend, **tags})
+        out.update_tags(**{"CLASS_NAMES": json.dumps({str(code): name for code, name in names.items()}),
+                           **tags})
         for piece in _pieces(window, side):
             data = _read_masked(classes, grid, piece, geometry)
             if data is not None:
                 row, col = piece.row0 - window.row0, piece.col0 - window.col0
-                km2 += class_km2(areas, piece, data)
+                km2 += class_km2(areas, piece, data, legend.codes)
                 out.write(data, 1, window=((row, row + piece.height), (col, col + piece.width)))
                 pyramid.add(row, col, data)
         out.update_tags(**{AREAS_TAG: json.dumps({str(c): v for c, v in as_table(km2).items()})})

@@ -9,7 +9,6 @@ here knows a scheduler.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
@@ -20,14 +19,16 @@ from typing import Any
 
 from sinolc_dist import stores
 from sinolc_dist.clusters import open_cluster
-from sinolc_dist.config import Workflow, load_profile, load_workflow
+from sinolc_dist.config import ModelChoice, Workflow, load_profile, load_workflow
 from sinolc_dist.config import model_ref as model_ref_from
 from sinolc_dist.deliver import mosaic_run
 from sinolc_dist.driver import RunReport, dispatch, shard_tasks
-from sinolc_dist.engine import check_halo, compute_shard, load_model, write_shard
+from sinolc_dist.engine import compute_shard, write_shard
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest import ImageryIndex, MosaicOptions, build_index
+from sinolc_dist.legend import Legend, load_legend
+from sinolc_dist.models.loader import check_model
 from sinolc_dist.mosaic import CogReport
 from sinolc_dist.patches import ENGINE_TOPIC
 from sinolc_dist.plan import make_plan, record_plan
@@ -53,7 +54,7 @@ class RunRequest:
     checkpoint: str | None = None
     boundaries: str | None = None
     mosaic: bool = True
-    overrides: dict[str, Any] = field(default_factory=dict)
+    model: ModelChoice = field(default_factory=ModelChoice)
     imagery: tuple[str, ...] = ()
     zoom: int | None = None
 
@@ -83,11 +84,12 @@ def setup_logging(rundir: RunDir) -> None:
     logger.setLevel(logging.INFO)
 
 
-def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any]) -> dict[str, Any]:
+def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any], legend: Legend) -> dict[str, Any]:
     return {
         "workflow": req.workflow,
         "grid": wf.grid.to_dict(),
         "model": model,
+        "legend": legend.to_dict(),
         "region": req.region,
         "boundaries": req.boundaries,
         "imagery": [str(Path(p).expanduser().absolute()) for p in req.imagery],
@@ -140,21 +142,18 @@ def run(
     Raises :class:`ChunkFailures` at the end when chunks failed.
     """
     # Every argument is checked before anything is written.
-    wf = load_workflow(req.workflow, req.checkpoint, req.overrides)
+    wf = load_workflow(req.workflow, req.checkpoint, req.model)
     kind, settings = load_profile(req.cluster)
     region = resolve_region(req.region, req.boundaries)
     model = wf.model.identify()
     model_ref = model_ref_from(model, torch_threads(settings))
-    # The model builds and fits the grid's halo: checked on the driver's CPU, since the
-    # driver of a GPU cluster often has no GPU (workers load it on their own device).
-    loaded = load_model(dataclasses.replace(model_ref, device="cpu", compile=False))
-    check_halo(wf.grid, loaded)
-    imagery = _direct_imagery(req, wf.grid, len(loaded.spec.bands))
+    spec = check_model(model_ref, wf.grid)
+    imagery = _direct_imagery(req, wf.grid, len(spec.bands))
     rundir = RunDir(Path(req.run_dir)).create()
     setup_logging(rundir)
     summary = RunSummary(rundir)
     with rundir.driver_lock():
-        config = rundir.freeze(_frozen_config(req, wf, model), COMPATIBLE)
+        config = rundir.freeze(_frozen_config(req, wf, model, load_legend(spec.legend)), COMPATIBLE)
         grid = Grid.from_dict(config["grid"])
         with StateStore(rundir.state) as state:
             planned_for = state.get_meta("plan_region")
@@ -256,10 +255,12 @@ def rerun(
             code = resolve_region(province).provinces[0].adcode
             wanted |= {r.chunk for r in records if code in r.provinces}
         state.reset(wanted)
+    model = config["model"]
+    choice = ModelChoice(plugin=model.get("plugin"), kwargs=model.get("kwargs") or {},
+                         overrides=model.get("overrides") or {})
     req = RunRequest(rundir.root, config["region"], config["workflow"],
-                     cluster or config["cluster"], config["model"]["checkpoint"],
-                     config["boundaries"], overrides=config["model"].get("overrides") or {},
-                     imagery=tuple(config.get("imagery") or ()), zoom=config.get("zoom"))
+                     cluster or config["cluster"], model["checkpoint"], config["boundaries"],
+                     model=choice, imagery=tuple(config.get("imagery") or ()), zoom=config.get("zoom"))
     return run(req, only=sorted(wanted), **callbacks)
 
 

@@ -134,6 +134,7 @@ def render_driver_script(kind: str, settings: dict[str, Any], req: RunRequest,
     for flag, value in (("--checkpoint", req.checkpoint), ("--boundaries", req.boundaries)):
         if value:
             args += [flag, value]
+    args += req.model.flags()
     if not req.mosaic:
         args.append("--no-mosaic")
     command = " ".join(shlex.quote(a) for a in [executable or _default_executable(), *args])
@@ -177,7 +178,7 @@ def submit(req: RunRequest, walltime: str = DRIVER_WALLTIME, queue: str | None =
     rather than after hours in the queue.
     """
     kind, settings = _batch_profile(req.cluster)
-    load_workflow(req.workflow, req.checkpoint)
+    load_workflow(req.workflow, req.checkpoint, req.model)
     resolve_region(req.region, req.boundaries)
     require_commands(kind)
     run_dir = Path(req.run_dir).resolve()

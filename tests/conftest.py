@@ -53,7 +53,7 @@ def random_image() -> np.ndarray:
 
 def input_store(path: Path, grid: Grid, image: np.ndarray):
     """A real input Zarr store over ``grid`` holding ``image`` at the grid's top-left."""
-    arr = stores.create_store(path, grid, "input")
+    arr = stores.create_store(path, grid, "input", bands=image.shape[0])
     stores.write_window(arr, grid.full_window, image)
     return arr
 

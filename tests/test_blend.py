@@ -3,12 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 import zarr
 from conftest import input_store, small_grid
 from test_engine import engine_classes, whole_raster_classes
 
+from benchmarks.authors_test_py import blended_like_test_py
 from sinolc_dist import stores
-from sinolc_dist.blend import chip_windows
+from sinolc_dist.blend import authors_weights, chip_windows
 from sinolc_dist.engine import (
     ModelRef,
     ShardTask,
@@ -20,6 +22,9 @@ from sinolc_dist.engine import (
     run_shard,
 )
 from sinolc_dist.grid import ChunkId, Window
+from sinolc_dist.legend import CHESAPEAKE
+from sinolc_dist.models.checkpoint import load_checkpoint
+from tests.models.authors_layout import paraformer_layout, random_state_dict, save_plain
 
 CHIP_NET = "tests.models.plugin_factory:chip_net"
 
@@ -106,7 +111,7 @@ def test_confidence_is_written_where_the_array_exists(random_checkpoint, random_
     assert np.array_equal(classes, whole_raster_classes(model, image))
     x, valid = normalise(image, model.spec, torch.device("cpu"))
     with torch.inference_mode():
-        top = torch.softmax(model.module(x[None])[0], dim=0).amax(dim=0)
+        top = torch.softmax(model.module(x[None], valid[None, None])[0], dim=0).amax(dim=0)  # nodata: an edge
     expected = ((top * 255).round() * valid).numpy().astype(int)
     assert np.abs(conf.astype(int) - expected).max() <= 1
     assert (conf[100:110, 50:60] == 0).all() and (conf[valid.numpy()] >= 255 // 11).all()
@@ -131,3 +136,80 @@ def test_prefetch_reads_at_most_two_chunks_ahead():
     for i, (item, fut) in enumerate(_prefetch(Reader(), lambda c: c * 10, range(6))):
         assert item == i and fut.wait() == i * 10
         assert len(submitted) <= i + 3  # the current chunk plus at most two ahead
+
+
+# Paraformer as the authors' training saves it, with 64 px chips (4 × 4 tokens; the same keys as 224).
+PARA_SPEC = {"arch": "paraformer", "bands": ["red", "green", "blue", "nir"], "legend": "chesapeake",
+             "mean": [117.67, 130.39, 121.52, 162.92], "std": [39.25, 37.82, 24.24, 60.03]}
+PARA_SIZE = (128, 160)
+
+
+@pytest.fixture(scope="module")
+def authors_paraformer(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("paraformer") / "paraformer.pth"
+    return str(save_plain(path, random_state_dict(paraformer_layout(chip=64), seed=21)))
+
+
+@pytest.fixture(scope="module")
+def four_bands() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    base = rng.integers(1, 255, size=(4, 16, 20)).repeat(8, 1).repeat(8, 2)
+    return np.clip(base + rng.integers(-25, 25, size=base.shape), 1, 255).astype(np.uint8)
+
+
+def test_test_py_blending_weights():
+    w = authors_weights(224, 224, 224, 112, torch.device("cpu"))
+    assert w[55, 100] == 1 and w[56, 56] == 5 and w[167, 167] == 5 and w[168, 100] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("blend", ["gaussian", "authors"])
+def test_paraformer_chunked_equals_one_blended_pass(authors_paraformer, four_bands, tmp_path, blend):
+    ref = ModelRef(authors_paraformer, overrides=PARA_SPEC, blend=blend, chip_stride=32, batch=1)
+    model = load_model(ref)
+    assert model.blending and model.chip_px == 64 and model.stride_px == 32 and model.radius is None
+    one_pass = engine_classes(model, small_grid(PARA_SIZE, chunk=160, block=32, halo=0), four_bands)
+    # Chunks a multiple of the stride, halo = chip - stride: each chunk sees every chip covering it.
+    chunked = run_all_shards(small_grid(PARA_SIZE, chunk=64, block=32, halo=32), four_bands, ref, tmp_path)
+    assert np.array_equal(chunked, one_pass)
+    assert len(np.unique(chunked)) > 5
+
+
+def assert_equal_but_near_ties(got: np.ndarray, expected: np.ndarray, probs: np.ndarray) -> None:
+    """Equal class maps, except where the reference's top two probabilities tie within float32 noise."""
+    top2 = np.sort(probs, axis=0)[-2:]
+    tie = (top2[1] - top2[0]) < 1e-5
+    differ = got != expected
+    assert not (differ & ~tie).any(), int((differ & ~tie).sum())
+    assert differ.mean() < 1e-4  # measured: none
+
+
+@pytest.mark.slow
+def test_authors_blending_equals_the_authors_test_py(authors_paraformer, four_bands, tmp_path):
+    network = load_checkpoint(authors_paraformer, PARA_SPEC).build()
+    probs = blended_like_test_py(network.heads, four_bands, PARA_SPEC["mean"], PARA_SPEC["std"], classes=17,
+                                 chip=64, stride=32)
+    grid = small_grid(PARA_SIZE, chunk=64, block=32, halo=32)
+    # test.py writes the argmax index: channel 0 written as 0 (nodata) with classes [0, 1, ..., 16].
+    legend = tmp_path / "index.yaml"
+    legend.write_text(yaml.safe_dump({"classes": {i: {"name": f"index {i}", "color": [i, i, i]}
+                                                  for i in range(1, 17)}}))
+    as_index = {**PARA_SPEC, "classes": list(range(17)), "legend": str(legend)}
+    ref = ModelRef(authors_paraformer, overrides=as_index, blend="authors", chip_stride=32, batch=1)
+    got = run_all_shards(grid, four_bands, ref, tmp_path / "index")
+    assert_equal_but_near_ties(got, probs.argmax(axis=0).astype(np.uint8), probs)
+    # The Chesapeake legend drops channel 0 (never chosen) and writes the NLCD codes.
+    chesapeake = ModelRef(authors_paraformer, overrides=PARA_SPEC, blend="authors", chip_stride=32, batch=1)
+    one_chunk = small_grid(PARA_SIZE, chunk=160, block=32, halo=0)
+    got = engine_classes(load_model(chesapeake), one_chunk, four_bands)
+    codes = np.array(CHESAPEAKE.channels[1:], np.uint8)
+    assert_equal_but_near_ties(got, codes[probs[1:].argmax(axis=0)], probs[1:])
+    assert 0 not in got
+
+
+def test_batched_chips_give_the_same_classes(authors_paraformer, four_bands):
+    grid = small_grid(PARA_SIZE, chunk=160, block=32, halo=0)
+    one = engine_classes(load_model(ModelRef(authors_paraformer, overrides=PARA_SPEC, chip_stride=32,
+                                             batch=1)), grid, four_bands)
+    batched = load_model(ModelRef(authors_paraformer, overrides=PARA_SPEC, chip_stride=32, batch=6))
+    assert (engine_classes(batched, grid, four_bands) == one).mean() > 0.9999

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import rasterio
+import torch
+import yaml
+
+from sinolc_dist import stores
+from sinolc_dist.cli import spread_pairs
+from sinolc_dist.demo.run import prepare_demo
+from sinolc_dist.engine import normalise
+from sinolc_dist.grid import Grid
+from sinolc_dist.legend import CHESAPEAKE
+from sinolc_dist.models.checkpoint import load_checkpoint
+from sinolc_dist.rundir import RunDir
+from tests.models.authors_layout import (
+    PARAFORMER,
+    l2hnet_layout,
+    paraformer_layout,
+    random_state_dict,
+    save_plain,
+)
 
 
 def sinolc(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -64,3 +85,126 @@ def test_plan_json_for_a_province(tmp_path):
     assert plan["total"]["chunks"] > 10000
     assert (tmp_path / "p" / "plan.json").is_file()
     assert (tmp_path / "p" / "state.sqlite").is_file()
+
+
+# A state_dict saved by the authors' training code: what a new user arrives with.
+MEAN_STD = ["--override", "mean=[121.0,126.0,110.0]", "std=[41.0,38.0,35.0]"]  # one flag, two pairs
+
+
+@pytest.fixture(scope="module")
+def theirs(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("theirs")
+    sd = random_state_dict(l2hnet_layout(), seed=1)
+    files = {
+        "l2hnet": sd,
+        "backbone": {k: v for k, v in sd.items() if not k.startswith("head.")},
+        "l2hnet17": random_state_dict(l2hnet_layout(classes=17), seed=2),
+        # Detection reads key names, the checks read the stem's and head's shapes.
+        "paraformer": {k: torch.zeros(v if k.endswith(("startconv.weight", "head2.0.weight")) else [0])
+                       for k, v in PARAFORMER.items()},
+    }
+    return {name: str(save_plain(folder / f"{name}.pth", state)) for name, state in files.items()}
+
+
+@pytest.mark.parametrize(("file", "args", "needles"), [
+    ("paraformer", ["--arch", "l2hnet", *MEAN_STD], ["is a Paraformer state_dict", "use --arch paraformer"]),
+    ("l2hnet", ["--arch", "paraformer", *MEAN_STD], ["is an L2HNet state_dict", "use --arch l2hnet"]),
+    ("l2hnet", ["--width", "128", *MEAN_STD], ["has width 64", "use --width 64"]),
+    ("l2hnet", ["--override", "bands=[red,green,blue,nir]", "mean=[1,2,3,4]", "std=[1,2,3,4]"],
+     ["takes 3 input bands", "--override bands=[...] mean=[...] std=[...] with 3 values each"]),
+    ("backbone", MEAN_STD, ["without a classification head (no head.weight)"]),
+    ("l2hnet17", MEAN_STD, ["has 17 output channels", "the legend gives 11 class codes",
+                            "--override classes=[drop,1,2,...]"]),
+    ("l2hnet", ["--arch", "unet", *MEAN_STD], ["unknown --arch 'unet'; known: l2hnet, paraformer"]),
+    ("l2hnet", ["--arch", "l2hnet"], ["plain state_dict, which carries no input normalisation",
+                                      "--override mean=[...] std=[...]"]),
+    ("l2hnet", ["--override", "classes=[drop,drop]", *MEAN_STD[1:]], ["drops every output channel"]),
+])
+def test_a_state_dict_that_does_not_fit_is_one_line_and_writes_nothing(theirs, tmp_path, file, args, needles):
+    proc = sinolc("run", "--region", "湖北", "--checkpoint", theirs[file], "--run-dir", str(tmp_path / "r"),
+                  *args)
+    assert_one_line_error(proc, *needles)
+    assert not (tmp_path / "r").exists()
+
+
+def test_pair_flags_take_several_words():
+    args = ["--region", "x", "--override", "a=1", "b=[2, 3]", "--kwargs", "k=v", "--arch", "l2hnet",
+            "--override", "c=4"]
+    assert spread_pairs(args) == ["--region", "x", "--override", "a=1", "--override", "b=[2, 3]",
+                                  "--kwargs", "k=v", "--arch", "l2hnet", "--override", "c=4"]
+    assert spread_pairs(["--override=a=1", "b=2"]) == ["--override=a=1", "--override", "b=2"]
+
+
+def test_run_help_shows_the_model_flags():
+    proc = sinolc("run", "--help")
+    assert proc.returncode == 0
+    for flag in ("--arch", "--width", "--plugin", "--kwargs", "--override", "drop"):
+        assert flag in proc.stdout
+
+
+SMALL_WORKFLOW = """
+grid: {crs: china-albers, resolution: 1.0, chunk: 128, block: 64, shard: 2, halo: 16}
+model: {patch: 64, device: cpu}
+run: {retries: 0, max_in_flight: 4}
+"""
+ONE_WORKER = "local: {n_workers: 1, threads_per_worker: 1, torch_threads: 2, memory_limit: 6GiB}\n"
+
+
+def scene_run(tmp_path, workflow: str, size: tuple[int, int]):
+    """A run directory holding a synthetic scene, its region file, a workflow and a one-worker profile."""
+    (tmp_path / "wf.yaml").write_text(workflow)
+    (tmp_path / "one.yaml").write_text(ONE_WORKER)
+    rundir = RunDir(tmp_path / "run")
+    scene = prepare_demo(rundir, str(tmp_path / "wf.yaml"), size)
+    args = ["run", "--region", str(scene.region_file), "--workflow", str(tmp_path / "wf.yaml"),
+            "--cluster", str(tmp_path / "one.yaml"), "--run-dir", str(rundir.root)]
+    return rundir, scene, args
+
+
+@pytest.mark.slow
+def test_the_authors_l2hnet_runs_as_saved_with_one_command(theirs, tmp_path):
+    legend = tmp_path / "mine.yaml"
+    colours = {c: [10 * c, 200 - 10 * c, 7 * c] for c in range(1, 12)}
+    legend.write_text(yaml.safe_dump({"name": "mine", "classes": {
+        c: {"name": f"class {c}", "color": rgb} for c, rgb in colours.items()}}))
+    rundir, scene, args = scene_run(tmp_path, SMALL_WORKFLOW, (256, 384))
+    proc = sinolc(*args, "--checkpoint", theirs["l2hnet"], "--arch", "l2hnet", *MEAN_STD, f"legend={legend}")
+    assert proc.returncode == 0, proc.stderr
+    grid = Grid.from_dict(rundir.read_config()["grid"])
+    got = stores.read_window(stores.open_array(rundir.output, grid), scene.window)
+    # The scene lies inside the grid with nodata around it: its classes are the authors' network
+    # over the scene alone, edges included.
+    spec = {"mean": [121.0, 126.0, 110.0], "std": [41.0, 38.0, 35.0], "legend": str(legend)}
+    ckpt = load_checkpoint(theirs["l2hnet"], spec)
+    image = stores.read_window(stores.open_array(rundir.input, grid), scene.window)
+    x, _ = normalise(image, ckpt.spec, torch.device("cpu"))
+    with torch.inference_mode():
+        alone = ckpt.build()(x[None])[0].argmax(0).numpy() + 1
+    assert np.array_equal(got, alone)
+    # The legend's names and colours are in the COG and the statistics.
+    (cog,) = (rundir.root / "mosaics").glob("*.tif")
+    with rasterio.open(cog) as src:
+        assert {c: src.colormap(1)[c][:3] for c in colours} == {c: tuple(v) for c, v in colours.items()}
+        assert json.loads(src.tags()["CLASS_NAMES"])["3"] == "class 3"
+        assert "mine legend" in src.descriptions[0]
+    assert "class 11" in (rundir.root / "stats" / "classes_km2.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.slow
+def test_the_authors_paraformer_runs_as_saved_with_one_command(tmp_path):
+    rgb = {"transformer.embeddings.hybrid_model.startconv.weight": [64, 3, 3, 3]}
+    layout = {**paraformer_layout(chip=64), **rgb}
+    theirs = save_plain(tmp_path / "paraformer.pth", random_state_dict(layout, seed=4))
+    workflow = SMALL_WORKFLOW.replace("chunk: 128, block: 64, shard: 2, halo: 16",
+                                      "chunk: 64, block: 32, shard: 2, halo: 32") \
+        .replace("patch: 64,", "blend: authors, chip_stride: 32, batch: 2,")
+    rundir, scene, args = scene_run(tmp_path, workflow, (128, 128))
+    proc = sinolc(*args, "--checkpoint", str(theirs), "--arch", "paraformer", *MEAN_STD, "legend=chesapeake")
+    assert proc.returncode == 0, proc.stderr
+    grid = Grid.from_dict(rundir.read_config()["grid"])
+    got = stores.read_window(stores.open_array(rundir.output, grid), scene.window)
+    assert set(np.unique(got)) <= set(CHESAPEAKE.codes)  # channel 0 dropped: never written
+    (cog,) = (rundir.root / "mosaics").glob("*.tif")
+    with rasterio.open(cog) as src:
+        assert src.colormap(1)[95][:3] == CHESAPEAKE.colours()[95]
+        assert np.array_equal(src.read(1), got)

@@ -1,19 +1,51 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from sinolc_dist.config import ModelOptions, load_workflow, model_ref, parse_overrides
+from sinolc_dist.config import ModelChoice, ModelOptions, load_workflow, model_ref, parse_overrides
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.models.loader import ModelRef
 
 
-@pytest.mark.parametrize("name", ["demo", "cn", "cn-geographic"])
+@pytest.mark.parametrize("name", ["demo", "cn", "cn-geographic", "paraformer", "cn-paraformer"])
 def test_shipped_workflows_load_with_auto_patches(name):
     wf = load_workflow(name)
     assert wf.model.patch == "auto"
     assert isinstance(wf.model, ModelRef)
+
+
+@pytest.mark.parametrize("name", ["paraformer", "cn-paraformer"])
+def test_paraformer_workflows_blend_as_the_authors_test_py(name):
+    wf = load_workflow(name)
+    overrides = dict(wf.model.overrides)
+    assert overrides["arch"] == "paraformer" and wf.model.blend == "authors" and wf.model.chip_stride == 112
+    # Chunks are whole chip strides and the halo is chip - stride: chunked = one blended pass.
+    assert wf.grid.chunk % 112 == 0 and wf.grid.halo == 224 - 112 and wf.model.batch == "auto"
+
+
+def test_spec_keys_and_the_command_line_join_the_overrides(tmp_path):
+    legend = tmp_path / "mine.yaml"
+    wf = load_workflow(_workflow(tmp_path, f"{{checkpoint: demo, arch: l2hnet, legend: {legend.name}, "
+                                           "overrides: {mean: [1, 2, 3]}}"),
+                       choice=ModelChoice(width=128, plugin="pkg.mod:make", kwargs={"depth": 2},
+                                          overrides={"std": [4, 5, 6]}))
+    # A legend given by path is made absolute (as the checkpoint is, from here): workers read it too.
+    assert dict(wf.model.overrides) == {"arch": "l2hnet", "legend": str(Path(legend.name).resolve()),
+                                        "mean": (1, 2, 3), "std": (4, 5, 6), "width": 128}
+    assert wf.model.plugin == "pkg.mod:make" and dict(wf.model.kwargs) == {"depth": 2}
+    wf = load_workflow(_workflow(tmp_path, "{checkpoint: demo}"),
+                       choice=ModelChoice(overrides={"legend": "chesapeake"}))
+    assert dict(wf.model.overrides) == {"legend": "chesapeake"}
+
+
+def test_model_choice_as_run_flags_reads_back():
+    choice = ModelChoice("paraformer", 64, None, {"k": 1}, {"classes": ["drop", 1], "mean": [1.5, 2.0]})
+    assert choice.flags() == ["--arch", "paraformer", "--width", "64", "--kwargs", "k=1",
+                              "--override", 'classes=["drop", 1]', "--override", "mean=[1.5, 2.0]"]
+    assert parse_overrides(["classes=[\"drop\", 1]", "mean=[1.5, 2.0]"]) == dict(choice.overrides)
 
 
 def _workflow(tmp_path, model: str) -> str:
@@ -27,7 +59,8 @@ def _workflow(tmp_path, model: str) -> str:
     ("{checkpoint: demo, threads: 4}", r"unknown key\(s\) \['threads'\]"),  # the cluster profile's
     ("{checkpoint: demo, amp: fp8}", r"model\.amp must be one of none, bf16, fp16, got 'fp8'"),
     ("{checkpoint: demo, patch: 8}", r"model\.patch must be 'auto' or a side of at least 16 px"),
-    ("{checkpoint: demo, blend: median}", r"blend must be one of none, gaussian"),
+    ("{checkpoint: demo, blend: median}", r"blend must be one of none, gaussian, authors"),
+    ("{checkpoint: demo, batch: 0}", r"model\.batch must be 'auto' or a number of chips >= 1, got 0"),
 ])
 def test_bad_model_section_is_refused(tmp_path, model, message):
     with pytest.raises(ConfigError, match=message):
@@ -36,7 +69,7 @@ def test_bad_model_section_is_refused(tmp_path, model, message):
 
 def test_frozen_model_is_plain_json_and_gives_the_worker_ref(tmp_path):
     wf = load_workflow(_workflow(tmp_path, "{checkpoint: demo, patch: 256}"),
-                       overrides=parse_overrides(["bands=[red, green, blue]"]))
+                       choice=ModelChoice(overrides=parse_overrides(["bands=[red, green, blue]"])))
     frozen = wf.model.identify()
     assert frozen == json.loads(json.dumps(frozen))  # what config.json will read back: no tuples
     assert frozen["overrides"] == {"bands": ["red", "green", "blue"]} and "threads" not in frozen

@@ -25,7 +25,7 @@ from sinolc_dist.cli import cli
 from sinolc_dist.deliver import mosaic_run, write_vrt
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, Window
-from sinolc_dist.legend import LEGEND, colormap
+from sinolc_dist.legend import SINOLC
 from sinolc_dist.regions import province_geometries, to_crs
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import ChunkResult, StateStore
@@ -102,7 +102,7 @@ def test_vrt_equals_the_store_where_either_province_covers(delivered, grid):
     with rasterio.open(vrt) as src:
         assert src.crs == rasterio.crs.CRS.from_wkt(grid.pyproj_crs.to_wkt())
         assert src.transform == grid.transform and src.shape == (SIDE, SIDE)
-        assert src.nodata == 0 and src.colormap(1)[9] == colormap()[9]
+        assert src.nodata == 0 and src.colormap(1)[9] == SINOLC.colormap()[9]
         assert json.loads(src.tags()["CLASS_NAMES"])["9"] == "Water"
         np.testing.assert_array_equal(src.read(1), np.where(covered, store, 0))
     if shutil.which("gdalinfo"):  # Debian's GDAL reads the VRT and every source
@@ -137,7 +137,7 @@ def test_statistics_equal_a_direct_count(delivered, grid):
     with open(rundir.root / "stats" / "classes_km2.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["adcode", "province", "province_zh", "complete"]
-    assert rows[0][4:] == [name for name, _ in LEGEND.values()] + ["total"]
+    assert rows[0][4:] == [name for _, name, _ in SINOLC.entries] + ["total"]
     assert [r[0] for r in rows[1:]] == ["420000", "430000", ""]
     assert float(rows[-1][-1]) == pytest.approx(expected_total.sum(), rel=1e-9)
 
@@ -150,7 +150,7 @@ def test_quicklooks(delivered):
     png = mpimg.imread(folder / "china.png")
     rgb = np.round(png[..., :3] * 255).astype(int)
     for code in (2, 9):  # tree cover, water: drawn in the legend's colours
-        assert (np.abs(rgb - LEGEND[code][1]).max(axis=-1) <= 1).sum() > 1000
+        assert (np.abs(rgb - SINOLC.colours()[code]).max(axis=-1) <= 1).sum() > 1000
 
 
 def test_parallel_tasks_write_the_same_files(tmp_path, grid, delivered):

@@ -10,15 +10,30 @@ from sinolc_dist.engine import ModelRef, ShardTask, classify_chunk, load_model, 
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import ChunkId
 from sinolc_dist.models.checkpoint import load_checkpoint
+from sinolc_dist.models.plugins import measure_receptive_radius
+from tests.models.authors_layout import l2hnet_layout, random_state_dict, save_plain
+
+#: What a plain state_dict of the authors' L2HNet needs besides its weights.
+AUTHORS_SPEC = {"arch": "l2hnet", "mean": [121.0, 126.0, 110.0], "std": [41.0, 38.0, 35.0]}
 
 
 def whole_raster_classes(model, image: np.ndarray) -> np.ndarray:
-    """One pass of the checkpoint's own network (not the engine's folded copy) over the whole raster."""
-    network = load_checkpoint(model.ref.checkpoint).build()
+    """One pass of the checkpoint's own network (not the engine's folded copy) over the whole raster.
+
+    Nodata is the raster's edge (the network's mask): each layer zero-pads around it.
+    """
+    network = load_checkpoint(model.ref.checkpoint, dict(model.ref.overrides)).build()
     x, valid = normalise(image, model.spec, torch.device("cpu"))
     with torch.inference_mode():
-        logits = network(x[None])
+        logits = network(x[None], valid[None, None])
     return (model.lut[logits[0].argmax(0)] * valid).numpy()
+
+
+@pytest.fixture(scope="module")
+def authors_l2hnet(tmp_path_factory) -> str:
+    """A plain state_dict in the authors' layout (width 64, out_conv1..3 kept), as their training saves it."""
+    path = tmp_path_factory.mktemp("authors") / "l2hnet.pth"
+    return str(save_plain(path, random_state_dict(l2hnet_layout(downsampling=True), seed=11)))
 
 
 def engine_classes(model, grid, image) -> np.ndarray:
@@ -126,3 +141,44 @@ def test_float_imagery_nan_inf_and_out_of_range_values(random_checkpoint, random
     assert np.array_equal(got, engine_classes(model, grid, same))  # NaN/inf never leak into neighbours
     assert np.array_equal(got, whole_raster_classes(model, image))
     assert all(got[r, c] == 0 for r, c in nodata) and int((got == 0).sum()) == len(nodata)
+
+
+@pytest.mark.parametrize("patch", [32, "auto"])
+def test_an_image_inside_the_grid_equals_a_pass_over_the_image_alone(authors_l2hnet, random_image, patch):
+    # A GeoTIFF whose edge lies inside the grid, nodata around it, chunks cutting through its edges:
+    # inside it the classes are what a user of the authors' code gets from their network over the
+    # image alone (each layer zero-padding at the image's edge), edges included.
+    model = load_model(ModelRef(authors_l2hnet, patch=patch, overrides=AUTHORS_SPEC))
+    rows, cols = slice(37, 251), slice(23, 219)
+    image = np.zeros_like(random_image)
+    image[:, rows, cols] = random_image[:, rows, cols]
+    got = engine_classes(model, small_grid(chunk=64), image)
+    network = load_checkpoint(authors_l2hnet, AUTHORS_SPEC).build()
+    x, _ = normalise(random_image[:, rows, cols], model.spec, torch.device("cpu"))
+    with torch.inference_mode():
+        alone = model.lut[network(x[None])[0].argmax(0)].numpy()
+    assert np.array_equal(got[rows, cols], alone)
+    outside = np.ones(got.shape, bool)
+    outside[rows, cols] = False
+    assert (got[outside] == 0).all()
+
+
+@pytest.mark.parametrize("chunk", [32, 64, 160])
+def test_a_nodata_hole_is_an_edge_and_chunks_stay_exact(authors_l2hnet, random_image, chunk):
+    model = load_model(ModelRef(authors_l2hnet, patch=32, overrides=AUTHORS_SPEC))
+    image = random_image.copy()
+    image[:, 100:131, 50:77] = 0  # a hole cut by chunk edges
+    image[:, 280:, :40] = 0       # and the raster's corner
+    got = engine_classes(model, small_grid(chunk=chunk), image)
+    assert np.array_equal(got, whole_raster_classes(model, image))
+    assert (got[100:131, 50:77] == 0).all() and (got[280:, :40] == 0).all()
+
+
+def test_the_authors_l2hnet_loaded_as_saved_has_radius_11(authors_l2hnet):
+    # Through the worker's own path (--checkpoint theirs.pth --arch l2hnet): the engine's folded copy
+    # and the network as built from the file both reach exactly 11 px.
+    model = load_model(ModelRef(authors_l2hnet, overrides=AUTHORS_SPEC))
+    network = load_checkpoint(authors_l2hnet, AUTHORS_SPEC).build()
+    assert model.radius == 11 and model.masks and not hasattr(model.module, "out_conv1")
+    assert measure_receptive_radius(model.module, bands=3, size=41) == 11
+    assert measure_receptive_radius(network, bands=3, size=41) == 11

@@ -15,7 +15,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from sinolc_dist.errors import ConfigError, InputError
 from sinolc_dist.grid import CHINA_ALBERS, DEGREE_METRE, ChunkId, Grid, Window
-from sinolc_dist.legend import class_names, colormap
+from sinolc_dist.legend import SINOLC
 from sinolc_dist.mosaic import CRS_TAG, CogReport, class_areas, union_window, write_cog
 from sinolc_dist.pyramid import mode2
 from sinolc_dist.stores import create_store, read_window, write_window
@@ -89,11 +89,11 @@ def test_cog_matches_store_inside_polygon(classes, tmp_path):
         assert src.block_shapes == [(512, 512)]
         assert src.overviews(1) == [2, 4]
         cmap = src.colormap(1)
-        assert {k: cmap[k] for k in range(1, 12)} == {k: colormap()[k] for k in range(1, 12)}
+        assert {k: cmap[k] for k in range(1, 12)} == {k: SINOLC.colormap()[k] for k in range(1, 12)}
         assert cmap[0][3] == 0
         tags = src.tags()
         assert (tags["PROVINCE"], tags["OVERVIEW_RESAMPLING"]) == ("Test", "MODE")
-        assert json.loads(tags["CLASS_NAMES"]) == {str(k): v for k, v in class_names().items()}
+        assert json.loads(tags["CLASS_NAMES"]) == {str(k): v for k, v in SINOLC.class_names().items()}
         assert src.tags(1)["CLASS_9"] == "Water"
         assert src.descriptions[0].startswith("land-cover class")
         data = src.read(1)
@@ -224,7 +224,7 @@ def test_reprojected_to_lonlat_by_nearest_neighbour(classes, tmp_path):
         # On the lattice of the national EPSG:4326 grid, so provinces line up.
         for steps in ((t.c - 73.0) / DEGREE_METRE, (54.0 - t.f) / DEGREE_METRE):
             assert abs(steps - round(steps)) < 1e-6
-        assert src.nodata == 0 and src.colormap(1)[9] == colormap()[9]
+        assert src.nodata == 0 and src.colormap(1)[9] == SINOLC.colormap()[9]
         assert (src.tags()["PROVINCE"], src.tags()[CRS_TAG]) == ("Test", "EPSG:4326")
         assert src.tags(1)["CLASS_9"] == "Water"
         data = src.read(1)

@@ -13,7 +13,7 @@ from sinolc_dist import pipeline
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.errors import ChunkFailures, ConfigError, InputError, RunDirError
 from sinolc_dist.grid import Grid
-from sinolc_dist.legend import colormap
+from sinolc_dist.legend import SINOLC
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import DONE, FAILED, StateStore
 
@@ -32,7 +32,7 @@ def test_run_resume_and_mosaic(small_run):
     with rasterio.open(cog.path) as src:
         assert src.crs == grid.pyproj_crs
         assert src.nodata == 0
-        assert src.colormap(1)[9] == colormap()[9]
+        assert src.colormap(1)[9] == SINOLC.colormap()[9]
         assert src.transform == grid.window_transform(scene.window)
         assert np.array_equal(src.read(1), out)
     mtime = cog.path.stat().st_mtime
@@ -76,8 +76,7 @@ def test_failed_chunks_then_rerun(small_run):
 def test_incompatible_resume_is_refused(small_run, tmp_path):
     rundir, req = small_run["rundir"], small_run["req"]
     wf = pipeline.load_workflow(req.workflow)
-    rundir.freeze(pipeline._frozen_config(req, wf, wf.model.identify()),
-                  pipeline.COMPATIBLE)
+    rundir.freeze(pipeline._frozen_config(req, wf, wf.model.identify(), SINOLC), pipeline.COMPATIBLE)
     other = pipeline.RunRequest(rundir.root, "bbox:113,30,114,31", req.workflow, req.cluster)
     with pytest.raises(RunDirError, match="region"):
         pipeline.run(other)
@@ -140,16 +139,20 @@ def test_confidence_output_and_auto_patch(small_run, tmp_path, reference):
 def test_plain_state_dict_with_overrides(small_run, tmp_path, random_checkpoint):
     import torch
 
-    from sinolc_dist.config import parse_overrides
+    from sinolc_dist.config import ModelChoice, parse_overrides
     from sinolc_dist.errors import CheckpointError
     from sinolc_dist.models.checkpoint import load_checkpoint
 
     plain = tmp_path / "plain.pt"
     torch.save(load_checkpoint(random_checkpoint).state_dict, plain)
     base = {**small_run["req"].__dict__, "checkpoint": str(plain), "mosaic": False}
-    with pytest.raises(CheckpointError, match="shape mismatches"):
-        pipeline.run(pipeline.RunRequest(**base))  # the default width (64) does not fit
-    summary = pipeline.run(pipeline.RunRequest(**{**base, "overrides": parse_overrides(["width=16"])}))
+    spec = parse_overrides(["mean=[127.5, 127.5, 127.5]", "std=[64, 64, 64]"])
+    with pytest.raises(CheckpointError, match=r"give --override mean=\[...\] std=\[...\]"):
+        pipeline.run(pipeline.RunRequest(**base))  # a state_dict carries no normalisation
+    with pytest.raises(CheckpointError, match="use --width 16"):
+        pipeline.run(pipeline.RunRequest(**{**base, "model": ModelChoice(width=64, overrides=spec)}))
+    assert not small_run["rundir"].state.exists()  # refused before anything was written
+    summary = pipeline.run(pipeline.RunRequest(**{**base, "model": ModelChoice(overrides=spec)}))
     assert summary.report.done == 12
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["depth=3"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sinolc_dist.config import ModelChoice, parse_overrides
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.pipeline import RunRequest
 from sinolc_dist.submit import render_driver_script, submit
@@ -67,6 +68,25 @@ def test_driver_script_runs_and_passes_arguments_exactly(tmp_path):
     assert log[0].startswith("sinolc-dist driver: job 77 on ")
     assert f"prologue=ran cwd={tmp_path.resolve()}" in log
     assert log[log.index("<--region>") + 1] == f"<{region}>"
+
+
+def test_driver_script_passes_the_model_flags_on(tmp_path):
+    """What `submit --arch … --override …` asks reaches the driver's `run` unchanged (bash parses it)."""
+    echo = tmp_path / "fake-sinolc"
+    echo.write_text('#!/bin/sh\nprintf "<%s>\\n" "$@"\n')
+    echo.chmod(0o755)
+    choice = ModelChoice("paraformer", None, None, {}, {"classes": ["drop", 1, 2], "mean": [117.67, 130.39]})
+    script = render_driver_script("sge", SETTINGS, _req(tmp_path, checkpoint="theirs.pth", model=choice),
+                                  executable=str(echo), cwd=tmp_path)
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    path = tmp_path / "driver.sh"
+    path.write_text(script.replace("module load cuda/12.4", "true"))
+    subprocess.run(["bash", str(path)], env={**os.environ, "JOB_ID": "78"}, timeout=30, check=True)
+    args = [a[1:-1] for a in (tmp_path / "run" / "logs" / "driver-78.out").read_text().splitlines()
+            if a.startswith("<")]
+    assert args[args.index("--arch") + 1] == "paraformer"
+    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--override"]
+    assert parse_overrides(overrides) == {"classes": ["drop", 1, 2], "mean": [117.67, 130.39]}
 
 
 def test_local_profile_cannot_be_submitted(tmp_path):

@@ -22,7 +22,7 @@ from sinolc_dist import stores
 from sinolc_dist.config import load_workflow
 from sinolc_dist.demo.scene import make_scene
 from sinolc_dist.grid import Grid, Window
-from sinolc_dist.legend import colormap
+from sinolc_dist.legend import SINOLC
 from sinolc_dist.rundir import RunDir
 
 #: Where the scene goes: farmland north-west of Wuhan, well inside Hubei.
@@ -84,7 +84,7 @@ def prepare_demo(
     }
     with rasterio.open(scene.truth_file, "w", **profile) as dst:
         dst.write(labels, 1)
-        dst.write_colormap(1, colormap())
+        dst.write_colormap(1, SINOLC.colormap())
     return scene
 
 

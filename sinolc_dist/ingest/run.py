@@ -88,13 +88,14 @@ class IngestSummary:
 
 def model_bands(wf: Workflow) -> int:
     """Bands the workflow's model takes: its checkpoint's, or 3 (RGB) when none is named."""
+    overrides = dict(wf.model.overrides)
     if wf.model.plugin is not None:
-        return len(dict(wf.model.overrides).get("bands", ("red", "green", "blue")))
+        return len(overrides.get("bands", ("red", "green", "blue")))
     if not wf.model.checkpoint:
         return 3
-    from sinolc_dist.models.checkpoint import load_checkpoint  # torch, on the driver only
+    from sinolc_dist.models.checkpoint import input_bands  # torch, on the driver only
 
-    return len(load_checkpoint(wf.model.checkpoint_path()).spec.bands)
+    return input_bands(wf.model.checkpoint_path(), overrides)
 
 
 def _chunks_meeting(grid: Grid, bounds: Iterable[Bounds]) -> set[ChunkId]:

@@ -4,17 +4,20 @@ A checkpoint is a ``torch.save``-d dict, read back with ``weights_only=True``::
 
     {
       "format": "sinolc-checkpoint", "version": 1,
-      "arch": "l2hnet", "width": 64,          # architecture and its size
+      "arch": "l2hnet", "width": 64,          # architecture (l2hnet, paraformer) and its width
       "bands": ["red", "green", "blue"],      # input bands, in order
-      "classes": [1, 2, ..., 11],             # legend code of each output channel
+      "classes": [1, 2, ..., 11],             # legend code of each output channel ("drop": never chosen)
+      "legend": "sinolc",                     # names and colours of the codes (or a legend file)
       "mean": [...], "std": [...],            # per-band normalisation of 0-255 input
       "resolution_m": 1.0,                    # ground resolution it was trained at
       "description": "...",                   # free text (training data, date)
-      "state_dict": {...},                    # the weights
+      "state_dict": {...},                    # the weights, in the authors' key layout
     }
 
-A plain ``state_dict`` file is accepted too, with the rest given by the caller
-(``load_checkpoint(path, overrides)``; ``ModelRef.overrides`` in the engine).
+A plain ``state_dict`` file (what the authors' training scripts save) is
+accepted too, with the rest given by the caller (``load_checkpoint(path,
+overrides)``; ``ModelRef.overrides`` in the engine): at least ``mean`` and
+``std``, which no state_dict carries.
 """
 
 from __future__ import annotations
@@ -22,52 +25,61 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from sinolc_dist.errors import CheckpointError
-from sinolc_dist.legend import LEGEND
-from sinolc_dist.models.l2hnet import L2HNet
+from sinolc_dist.legend import DEFAULT_LEGEND, DROP, Channels, channel_codes, load_legend
+from sinolc_dist.models.archs import ARCHITECTURES, build, check_arch, detect
 
 FORMAT = "sinolc-checkpoint"
 VERSION = 1
-ARCHITECTURES = {"l2hnet": L2HNet}
 #: ``arch`` of a spec that describes a plug-in model (built by its factory, see ``plugins.py``).
 PLUGIN_ARCH = "plugin"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What inference needs to know about a model besides its weights."""
+    """What inference needs to know about a model besides its weights.
+
+    ``width`` ``None``: the state_dict's.  ``classes``: the legend code of each
+    output channel (``None`` for a channel never chosen, 0 for one written as
+    nodata); ``None``: the legend's own channel list.  ``legend``: a shipped
+    legend's name or a legend file (see ``sinolc_dist.legend``).
+    """
 
     arch: str = "l2hnet"
-    width: int = 64
+    width: int | None = None
     bands: tuple[str, ...] = ("red", "green", "blue")
-    classes: tuple[int, ...] = tuple(LEGEND)
+    classes: Channels | None = None
     mean: tuple[float, ...] = (127.5, 127.5, 127.5)
     std: tuple[float, ...] = (64.0, 64.0, 64.0)
     resolution_m: float = 1.0
     description: str = ""
+    legend: str = DEFAULT_LEGEND
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES and self.arch != PLUGIN_ARCH:
-            raise CheckpointError(
-                f"unknown architecture {self.arch!r}; known: {sorted(ARCHITECTURES)} "
-                "(or give the model as a plug-in)"
-            )
+        if self.arch != PLUGIN_ARCH:
+            check_arch(self.arch)
         n = len(self.bands)
         if len(self.mean) != n or len(self.std) != n:
             raise CheckpointError(
-                f"checkpoint declares {n} bands but {len(self.mean)} means and "
-                f"{len(self.std)} stds: give one mean and std per band"
+                f"the model spec has {n} bands ({', '.join(self.bands)}) but {len(self.mean)} means and "
+                f"{len(self.std)} stds: give one mean and std per band (--override mean=[...] std=[...])"
             )
         if any(s <= 0 for s in self.std):
             raise CheckpointError("checkpoint std values must be > 0")
-        bad = [c for c in self.classes if not 1 <= int(c) <= 255]
-        if bad:
-            raise CheckpointError(f"class codes must be 1..255 (0 is nodata), got {bad}")
+        legend = load_legend(self.legend)
+        classes = legend.channels if self.classes is None else channel_codes(self.classes)
+        legend.check(classes)
+        object.__setattr__(self, "classes", classes)
+
+    @property
+    def channels(self) -> Channels:
+        """Output channel → legend code (resolved: never ``None`` as a whole)."""
+        return cast(Channels, self.classes)
 
 
 @dataclass(frozen=True)
@@ -81,50 +93,12 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """Instantiate the architecture and load the weights strictly (eval mode)."""
+        what = f"checkpoint {self.path or '<memory>'}"
         if self.spec.arch == PLUGIN_ARCH:
-            raise CheckpointError(f"checkpoint {self.path or '<memory>'} describes a plug-in model: "
+            raise CheckpointError(f"{what} describes a plug-in model: "
                                   "build it with sinolc_dist.models.plugins.build_plugin")
-        cls = ARCHITECTURES[self.spec.arch]
-        model = cls(bands=len(self.spec.bands), classes=len(self.spec.classes), width=self.spec.width)
-        load_weights(
-            model, self.state_dict,
-            f"checkpoint {self.path or '<memory>'} does not fit {self.spec.arch} "
-            f"width {self.spec.width} with {len(self.spec.bands)} bands and "
-            f"{len(self.spec.classes)} classes",
-            "check --arch/--width or the checkpoint file",
-        )
-        return model.eval()
-
-
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str,
-                 hint: str = "check the architecture or the checkpoint file") -> None:
-    """Load ``state_dict`` into ``model`` strictly, or raise naming every mismatch.
-
-    ``what`` opens the error message; missing keys, unexpected keys and shape
-    mismatches are listed (the first five of each) so that a wrong width or a
-    checkpoint of another network is obvious.
-    """
-    own = model.state_dict()
-    shape_errors = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    if missing or unexpected or shape_errors:
-        raise CheckpointError(
-            f"{what}: missing keys {_short(missing)}, unexpected keys {_short(unexpected)}, "
-            f"shape mismatches {_short(shape_errors)}; {hint}"
-        )
-    model.load_state_dict(state_dict, strict=True)
-
-
-def _short(items: list[str], n: int = 5) -> str:
-    if not items:
-        return "none"
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return "[" + ", ".join(items[:n]) + "]" + more
+        return build(self.spec.arch, self.state_dict, what, self.spec.width, len(self.spec.bands),
+                     len(self.spec.channels))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -144,7 +118,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> None
         "arch": spec.arch,
         "width": spec.width,
         "bands": list(spec.bands),
-        "classes": [int(c) for c in spec.classes],
+        "classes": [DROP if c is None else int(c) for c in spec.channels],
+        "legend": spec.legend,
         "mean": [float(v) for v in spec.mean],
         "std": [float(v) for v in spec.std],
         "resolution_m": float(spec.resolution_m),
@@ -154,12 +129,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> None
     torch.save(payload, Path(path))
 
 
-def load_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> Checkpoint:
-    """Read a checkpoint (documented format or plain state_dict) safely.
-
-    ``overrides`` supplies or replaces spec fields (needed for a plain state_dict).
-    """
-    p = Path(path)
+def _read(p: Path) -> dict[str, Any]:
+    """The dict a checkpoint file holds, read with ``weights_only``; a clear error for anything else."""
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist: give a path to a .pt file")
     try:
@@ -171,6 +142,27 @@ def load_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -
         ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {p} holds a {type(payload).__name__}, not a dict")
+    return payload
+
+
+def input_bands(path: str | Path, overrides: dict[str, Any] | None = None) -> int:
+    """Bands a model file takes: the overrides' ``bands``, else the checkpoint's, else its stem's shape."""
+    if overrides and "bands" in overrides:
+        return len(overrides["bands"])
+    payload = _read(Path(path))
+    if payload.get("format") == FORMAT:
+        return len(payload.get("bands") or ModelSpec.bands)
+    arch = detect(payload)
+    return ARCHITECTURES[arch].sizes(payload).bands if arch else len(ModelSpec.bands)
+
+
+def load_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> Checkpoint:
+    """Read a checkpoint (documented format or plain state_dict) safely.
+
+    ``overrides`` supplies or replaces spec fields (needed for a plain state_dict).
+    """
+    p = Path(path)
+    payload = _read(p)
     overrides = dict(overrides or {})
     if payload.get("format") == FORMAT:
         if payload.get("version") != VERSION:
@@ -182,6 +174,13 @@ def load_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -
         state = payload.get("state_dict")
     elif all(isinstance(v, torch.Tensor) for v in payload.values()):
         fields, state = {}, payload
+        missing = [k for k in ("mean", "std") if k not in overrides]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {p} is a plain state_dict, which carries no input normalisation: give "
+                f"--override {' '.join(f'{k}=[...]' for k in missing)} (one value per band on the 0-255 "
+                "scale, as in your training's utils.IMAGE_MEANS / IMAGE_STDS)"
+            )
     else:
         raise CheckpointError(
             f"checkpoint {p} is neither a sinolc checkpoint nor a plain state_dict"

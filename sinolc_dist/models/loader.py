@@ -11,7 +11,10 @@ in ``plugins.py``.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
+import inspect
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +24,14 @@ import torch
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import Grid
 from sinolc_dist.models.checkpoint import ModelSpec, load_checkpoint
-from sinolc_dist.models.l2hnet import Edges, L2HNet
+from sinolc_dist.models.l2hnet import L2HNet
+from sinolc_dist.models.paraformer import Paraformer
 from sinolc_dist.models.plugins import build_plugin, declared
 
-BLENDS = ("none", "gaussian")
+#: ``none``: exact (by receptive radius); ``gaussian``: Gaussian-weighted chips; ``authors``: the
+#: SinoLC-1 authors' test.py weights (1 on a border of a quarter chip, 5 inside).
+BLENDS = ("none", "gaussian", "authors")
+log = logging.getLogger("sinolc_dist.engine")
 AMPS = ("none", "bf16", "fp16")
 #: Chip side for blending a model that declares none when ``patch`` is ``auto``.
 DEFAULT_CHIP = 512
@@ -54,7 +61,9 @@ class ModelRef:
     ``chip_size``, ``chip_stride``: declarations that take precedence over the
     module's attributes.  ``blend``: ``"gaussian"`` runs any model on
     overlapping chips (``chip_size``, else ``patch``) and blends them; chip
-    models always blend.  ``confidence``: ``run_shard`` also writes the top-1
+    models always blend (``gaussian`` unless ``authors`` is asked for).
+    ``batch``: chips forwarded at once, or ``"auto"`` (chosen per worker from
+    free GPU memory; 1 on a CPU).  ``confidence``: ``run_shard`` also writes the top-1
     probability (uint8) where the output store has a ``confidence`` array.
     ``patch``: the forward-pass patch side in px, or ``"auto"`` (chosen per
     worker for its device, see ``sinolc_dist.patches``).  ``compile``: wrap the
@@ -74,6 +83,7 @@ class ModelRef:
     chip_size: int | None = None
     chip_stride: int | None = None
     blend: str = "none"
+    batch: int | str = "auto"
     confidence: bool = False
     compile: bool = False
 
@@ -85,6 +95,9 @@ class ModelRef:
         if self.blend not in BLENDS:
             raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
         check_patch(self.patch)
+        if self.batch != "auto" and (isinstance(self.batch, bool) or not isinstance(self.batch, int)
+                                     or self.batch < 1):
+            raise ConfigError(f"model.batch must be 'auto' or a number of chips >= 1, got {self.batch!r}")
 
     def resolved_device(self) -> torch.device:
         """``auto`` → CUDA when available, else CPU."""
@@ -104,8 +117,11 @@ class LoadedModel:
     """A model ready on its device with the spec that describes it.
 
     ``core``: the module's ``forward_core(x, edges)`` when it has one (a window
-    in, the logits of its core out; see ``L2HNet.forward_core``), else ``None``.
-    ``patches``: the patch side chosen per chunk size when ``ref.patch`` is ``auto``.
+    in, the logits of its core out; see ``L2HNet.forward_core``), else ``None``;
+    ``masks``: whether ``core`` takes a ``mask`` of valid pixels (nodata is then
+    treated like the raster's edge).  ``patches``: the patch side chosen per
+    chunk size when ``ref.patch`` is ``auto``; ``batches``: the chips per
+    forward chosen when ``ref.batch`` is ``auto``.
     """
 
     module: torch.nn.Module
@@ -115,8 +131,10 @@ class LoadedModel:
     chip: int | None
     stride: int | None
     ref: ModelRef
-    core: Callable[[torch.Tensor, Edges], torch.Tensor] | None = None
+    core: Callable[..., torch.Tensor] | None = None
+    masks: bool = False
     patches: dict[int, int] = field(default_factory=dict)
+    batches: dict[int, int] = field(default_factory=dict)
 
     @property
     def blending(self) -> bool:
@@ -133,10 +151,28 @@ class LoadedModel:
         """Chip step for blending: the declared stride, else half a chip."""
         return self.stride or max(self.chip_px // 2, 1)
 
+    @property
+    def blend(self) -> str:
+        """The chip weights: the one asked for, else ``gaussian`` (chip models always blend)."""
+        return "gaussian" if self.ref.blend == "none" else self.ref.blend
+
     @functools.cached_property
     def lut(self) -> torch.Tensor:
-        """Output channel → legend code, on the model's device."""
-        return torch.tensor(self.spec.classes, dtype=torch.uint8, device=self.device)
+        """Legend code of each output channel that may be chosen, on the model's device."""
+        codes = [c for c in self.spec.channels if c is not None]
+        return torch.tensor(codes, dtype=torch.uint8, device=self.device)
+
+    @functools.cached_property
+    def keep(self) -> torch.Tensor | None:
+        """Indices of the channels that may be chosen; ``None`` when none is dropped."""
+        kept = [i for i, c in enumerate(self.spec.channels) if c is not None]
+        if len(kept) == len(self.spec.channels):
+            return None
+        return torch.tensor(kept, dtype=torch.long, device=self.device)
+
+    def kept(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` ``(channels, …)`` less the dropped channels (argmax over it indexes :attr:`lut`)."""
+        return scores if self.keep is None else scores.index_select(0, self.keep)
 
 
 def keep_heap() -> bool:
@@ -169,9 +205,10 @@ def load_model(ref: ModelRef) -> LoadedModel:
     if ref.plugin is None:
         ckpt = load_checkpoint(ref.checkpoint, dict(ref.overrides))
         module, spec = ckpt.build(), ckpt.spec
+        del ckpt  # its state_dict is a second copy of the weights (570 MB for Paraformer)
     else:
         module, spec = build_plugin(ref.plugin, ref.checkpoint, dict(ref.kwargs), dict(ref.overrides))
-    if isinstance(module, L2HNet):  # the same function with a fifth fewer passes over the activations
+    if isinstance(module, L2HNet | Paraformer):  # the same function, fewer passes over the activations
         module = module.folded()
     device = ref.resolved_device()
     # channels_last on CPU too: oneDNN's convolutions skip a layout reorder (measured 10-20 % here).
@@ -180,10 +217,12 @@ def load_model(ref: ModelRef) -> LoadedModel:
     chip = declared(module, "chip_size", ref.chip_size)
     stride = declared(module, "chip_stride", ref.chip_stride)
     core = getattr(module, "forward_core", None)
+    masks = (core is not None and bool(getattr(module, "nodata_as_edge", False))
+             and "mask" in inspect.signature(core).parameters)
     if ref.compile:  # optional: fuses kernels on GPU; the first patches of each shape compile
         module = torch.compile(module)
         core = torch.compile(core) if core is not None else None
-    model = LoadedModel(module, spec, device, radius, chip, stride, ref, core)
+    model = LoadedModel(module, spec, device, radius, chip, stride, ref, core, masks)
     if radius is None and not model.blending:
         raise ConfigError(
             f"model {ref.plugin or ref.checkpoint} declares neither receptive_radius nor chip_size: "
@@ -195,13 +234,32 @@ def load_model(ref: ModelRef) -> LoadedModel:
     return model
 
 
+def check_model(ref: ModelRef, grid: Grid) -> ModelSpec:
+    """Build the model once on this CPU, check it fits the grid, and return its spec; nothing is kept.
+
+    The driver's check before anything is written: a file that does not fit
+    its architecture, a legend or halo that does not fit the model, fails here
+    (the driver of a GPU cluster often has no GPU; workers load the model on
+    their own device), and the driver does not hold the weights during the run.
+    """
+    model = load_model.__wrapped__(dataclasses.replace(ref, device="cpu", compile=False))
+    check_halo(grid, model)
+    return model.spec
+
+
 def check_halo(grid: Grid, model: LoadedModel) -> None:
     """Refuse a halo smaller than the model's receptive radius (results would not be exact).
 
-    With blending the halo is only context (results are blended, not exact), so
-    any halo is accepted.
+    With blending any halo is accepted (it is only context), but a halo short of
+    ``chip - stride`` or a chunk that is not a multiple of the stride makes
+    chunk edges differ from one blended pass: that is logged as a warning.
     """
     if model.blending:
+        if grid.halo < model.chip_px - model.stride_px or grid.chunk % model.stride_px:
+            log.warning("grid halo %d px and chunk %d px with %d px chips at stride %d: chunk edges will "
+                        "differ from one blended pass; for equality set grid.halo >= %d and grid.chunk to a "
+                        "multiple of %d", grid.halo, grid.chunk, model.chip_px, model.stride_px,
+                        model.chip_px - model.stride_px, model.stride_px)
         return
     radius = model.radius or 0
     if grid.halo < radius:

@@ -17,10 +17,12 @@ Contract, for both kinds:
 
 * input ``(N, bands, H, W)`` float32, normalised per band as
   ``(value - mean) / std`` from the 0..255 scale, nodata pixels set to 0;
-  output ``(N, classes, H, W)`` logits (softmax is applied by the engine);
+  output ``(N, classes, H, W)`` logits (softmax is applied by the engine;
+  chips come in batches of ``ModelRef.batch``);
 * the spec (``bands``, ``classes`` as legend codes of the output channels,
-  ``mean``, ``std``) comes from the checkpoint file when it is a sinolc
-  checkpoint, else from ``ModelRef.overrides`` (``ModelSpec`` fields);
+  ``drop`` for a channel never chosen, ``mean``, ``std``, ``legend``) comes
+  from the checkpoint file when it is a sinolc checkpoint, else from
+  ``ModelRef.overrides`` (``ModelSpec`` fields);
 * the model declares how it may be cut, either as attributes of the module or
   as the ``ModelRef`` fields of the same names (which take precedence):
 
@@ -28,16 +30,18 @@ Contract, for both kinds:
     on at most this many pixels each side.  Chunks are then computed exactly
     (equal to a whole-raster pass) and the grid's halo must be at least it.
   - ``chip_size: int`` (optional ``chip_stride``, default ``chip_size // 2``):
-    run the model on ``chip_size`` px chips with overlap and Gaussian blending
-    (``sinolc_dist.blend``).  A model without ``receptive_radius`` is taken to
-    need exactly ``chip_size`` px: a chip clipped by the raster's edge is
-    zero-padded for it.  For chunked results that match a whole-raster blended
-    pass, make the grid's halo at least ``chip_size - chip_stride`` and the
-    chunk a multiple of the stride: every chip then fits the halo window
-    unshifted, except within a chip of the raster's edge.
+    run the model on ``chip_size`` px chips with overlap, blended with Gaussian
+    or the SinoLC-1 authors' weights (``ModelRef.blend``, ``sinolc_dist.blend``).
+    A model without ``receptive_radius`` is taken to need exactly
+    ``chip_size`` px: a chip clipped by the raster's edge is zero-padded for
+    it.  For chunked results equal to one blended pass, make the grid's halo
+    at least ``chip_size - chip_stride`` and the chunk a multiple of the
+    stride: every chip then fits the halo window unshifted (near the raster's
+    edge too when the raster is a multiple of the chunk; else give a halo of
+    ``chip_size - 1``).
 
-  A model that declares neither is refused unless ``ModelRef.blend`` is
-  ``"gaussian"``.  :func:`measure_receptive_radius` measures the radius of a
+  A model that declares neither is refused unless ``ModelRef.blend`` asks
+  for blending.  :func:`measure_receptive_radius` measures the radius of a
   fully convolutional module once, offline (it is never measured at run time:
   the measurement costs a forward pass and could be fooled by dead units).
 
@@ -46,7 +50,12 @@ Contract, for both kinds:
   px of context on each side not on the raster's edge (``edges``: top, bottom,
   left, right flags), return the logits of the window less that context on
   those sides, computing each layer only where later layers still need it.
-  The engine then uses it instead of ``forward`` plus a crop.
+  The engine then uses it instead of ``forward`` plus a crop.  A module that
+  also sets ``nodata_as_edge = True`` and takes ``forward_core(x, edges,
+  mask=None)`` gets the valid pixels as a bool ``(1, 1, h, w)`` mask wherever
+  the window holds nodata, and should treat them as the raster's edge (zeros
+  into every spatial layer outside them, as ``L2HNet`` does); otherwise nodata
+  enters it as 0.
 """
 
 from __future__ import annotations
@@ -59,7 +68,8 @@ import torch
 from torch import nn
 
 from sinolc_dist.errors import CheckpointError, ConfigError
-from sinolc_dist.models.checkpoint import PLUGIN_ARCH, ModelSpec, load_checkpoint, load_weights
+from sinolc_dist.models.archs import load_weights
+from sinolc_dist.models.checkpoint import PLUGIN_ARCH, ModelSpec, load_checkpoint
 
 TORCHSCRIPT = "torchscript"
 

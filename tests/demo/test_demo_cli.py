@@ -12,7 +12,7 @@ import rasterio
 
 from sinolc_dist import stores
 from sinolc_dist.grid import Grid
-from sinolc_dist.legend import colormap
+from sinolc_dist.legend import SINOLC
 from sinolc_dist.rundir import RunDir
 
 
@@ -39,7 +39,7 @@ def test_demo_end_to_end_and_rerun(tmp_path):
     with rasterio.open(tif) as src:
         assert src.crs == grid.pyproj_crs
         assert src.nodata == 0
-        assert src.colormap(1)[2] == colormap()[2]
+        assert src.colormap(1)[2] == SINOLC.colormap()[2]
         window = grid.bounds_window(*src.bounds)
         assert src.transform == grid.window_transform(window)
         pixels = src.read(1)

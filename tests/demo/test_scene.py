@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sinolc_dist.demo.scene import CLASSES_USED, make_scene
-from sinolc_dist.legend import LEGEND, NODATA
+from sinolc_dist.legend import NODATA, SINOLC
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_shapes_and_dtypes() -> None:
 
 
 def test_classes_used_are_legend_codes() -> None:
-    assert set(CLASSES_USED) <= set(LEGEND)
+    assert set(CLASSES_USED) <= set(SINOLC.codes)
     assert NODATA not in CLASSES_USED
 
 

@@ -74,8 +74,13 @@ def test_plain_state_dict_with_overrides(random_checkpoint, random_image, tmp_pa
     plain = load_model(plain_ref)
     ref = load_model(ModelRef(str(random_checkpoint), patch=32))
     assert np.array_equal(engine_classes(plain, grid, random_image), engine_classes(ref, grid, random_image))
-    # Without the width the file does not fit the default (width 64): the shapes are listed.
-    with pytest.raises(CheckpointError, match=r"shape mismatches \[stem.0.weight: file \(16, 3, 3, 3\)"):
+    # The width is read from the file; a wrong one names the flag that fixes it.
+    with pytest.raises(CheckpointError, match=r"has width 16 \(startconv.weight is \(16, 3, 3, 3\)\), "
+                                              r"not 64: use --width 16"):
+        load_model(ModelRef(str(path), overrides={**overrides, "width": 64}))
+    # A plain state_dict carries no normalisation: it must be given.
+    with pytest.raises(CheckpointError, match=r"plain state_dict, which carries no input normalisation: "
+                                              r"give --override mean=\[...\] std=\[...\]"):
         load_model(ModelRef(str(path)))
 
 
@@ -85,15 +90,16 @@ def test_mismatched_checkpoint_lists_missing_and_unexpected_keys(random_checkpoi
     state["extra.weight"] = torch.zeros(2)
     path = tmp_path / "bad.pt"
     torch.save(state, path)
+    spec = {"width": 16, "mean": [127.5] * 3, "std": [64.0] * 3}
     with pytest.raises(CheckpointError) as err:
-        load_model(ModelRef(str(path), overrides={"width": 16}))
+        load_model(ModelRef(str(path), overrides=spec))
     msg = str(err.value)
     assert "does not fit l2hnet width 16" in msg
     assert "missing keys [head.bias]" in msg
     assert "unexpected keys [extra.weight]" in msg
     # The same check guards weights given to a factory plug-in.
     with pytest.raises(CheckpointError, match=r"missing keys \[head.bias\]"):
-        load_model(ModelRef(str(path), plugin=f"{FACTORY}:l2hnet", kwargs={"width": 16}))
+        load_model(ModelRef(str(path), plugin=f"{FACTORY}:l2hnet", kwargs={"width": 16}, overrides=spec))
 
 
 @pytest.mark.parametrize("width", [8, 16, 64])
