@@ -202,7 +202,7 @@ def main() -> None:
                     help="also run through the driver on a one-GPU LocalCluster worker, with the shard "
                          "write as its own task or not")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (both measurements)")
-    ap.add_argument("--mem-theirs", default="2048,4096",
+    ap.add_argument("--mem-theirs", default="2048,4096,5120",
                     help="paraformer: raster sides of the test.py loop's memory measurement ('' to skip)")
     ap.add_argument("--mem-ours", default="2048,16384", help="paraformer: raster sides of the engine's")
     ap.add_argument("--mem-chunk", type=int, default=448, help="paraformer: chunk side of the engine's")

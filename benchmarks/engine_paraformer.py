@@ -9,8 +9,10 @@ agree (ours writes channel 0 as nodata there, as test.py writes index 0).
 (b) Peak resident memory, each in a child process, over rasters of growing side: theirs
 holds the image and two float32 ``(classes, H, W)`` arrays (the sum and its quotient;
 the network runs on the first chips and their probabilities are reused for the others,
-so the arrays fill as in the full loop); ours classifies ``--mem-chunk`` px chunks of a
-Zarr store over the raster (the production chunk of ``cn-paraformer`` is 3584 px).
+so the arrays fill as in the full loop), and its growth per pixel between the last two
+sides gives its peak at 16384² (beyond a 24 GiB machine); ours classifies ``--mem-chunk``
+px chunks of a Zarr store over the raster (the production chunk of ``cn-paraformer`` is
+3584 px).
 """
 
 from __future__ import annotations
@@ -184,4 +186,11 @@ def main(args: argparse.Namespace) -> None:
                                 for s in map(int, args.mem_theirs.split(","))]
             result["memory"] += [peak_memory("ours", s, ckpt, spec, 1, work, args.mem_chunk)
                                  for s in map(int, args.mem_ours.split(","))]
+            a, b = [r for r in result["memory"] if r["who"] == "theirs"][-2:]
+            slope = (b["peak_rss_mib"] - a["peak_rss_mib"]) * 2**20 / (b["size"] ** 2 - a["size"] ** 2)
+            result["theirs_growth_bytes_per_px"] = slope
+            result["theirs_16384_extrapolated_gib"] = (b["peak_rss_mib"] * 2**20
+                                                       + slope * (16384**2 - b["size"] ** 2)) / 2**30
+            print(f"  theirs grows {slope:.0f} B/px: about {result['theirs_16384_extrapolated_gib']:.1f} GiB "
+                  "at 16384²", flush=True)
             save(result, args.out, f"engine-paraformer-{device.type}.json")

@@ -9,10 +9,10 @@ training scenes.  The training script is ours; the network is the authors'.
 
 Run ``python -m sinolc_dist.demo.train [--out PATH] [--steps N] [--width W] [--seed S]
 [--device D]``.  The shipped ``sinolc_dist/models/weights/demo_l2hnet.pt`` is
-``--steps 1500`` on two CPU cores (1.1–1.3 s a step: 45 minutes with evaluation, beside other
-work); ``--device cuda`` takes about a minute on one GPU.  Everything is seeded (torch, a numpy ``Generator`` for the crops,
-deterministic kernels and loss), so the same arguments, device type and torch build
-reproduce the weights exactly.
+``--steps 1500`` on two CPU cores (1.1–1.3 s a step: 45 minutes with evaluation, beside
+other work); ``--device cuda`` takes about a minute on one GPU.  Everything is seeded
+(torch, a numpy ``Generator`` for the crops, deterministic kernels and loss), so the same
+arguments, device type and torch build reproduce the weights exactly.
 """
 
 from __future__ import annotations

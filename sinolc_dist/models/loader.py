@@ -255,7 +255,8 @@ def check_halo(grid: Grid, model: LoadedModel) -> None:
     chunk edges differ from one blended pass: that is logged as a warning.
     """
     if model.blending:
-        if grid.halo < model.chip_px - model.stride_px or grid.chunk % model.stride_px:
+        cut = grid.chunk < max(grid.size)  # a grid of one chunk has no chunk edges inside
+        if cut and (grid.halo < model.chip_px - model.stride_px or grid.chunk % model.stride_px):
             log.warning("grid halo %d px and chunk %d px with %d px chips at stride %d: chunk edges will "
                         "differ from one blended pass; for equality set grid.halo >= %d and grid.chunk to a "
                         "multiple of %d", grid.halo, grid.chunk, model.chip_px, model.stride_px,
