@@ -131,8 +131,8 @@ def _classify(model: LoadedModel, grid: Grid, cid: ChunkId, image: np.ndarray,
         )
         top, idx = model.kept(probs).max(dim=0)
     else:
-        mask = None if bool(valid.all()) else valid
-        idx, top = _exact(model, x, mask, chunk_win, halo_win, patch_size(model, grid.chunk), confidence)
+        holes = None if bool(valid.all()) else valid
+        idx, top = _exact(model, x, holes, chunk_win, halo_win, patch_size(model, grid.chunk), confidence)
     mask = valid[inner]
     codes = (model.lut[idx] * mask).cpu().numpy()
     if not confidence or top is None:

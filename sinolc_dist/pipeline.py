@@ -147,11 +147,13 @@ def run(
     region = resolve_region(req.region, req.boundaries)
     model = wf.model.identify()
     model_ref = model_ref_from(model, torch_threads(settings))
-    spec = check_model(model_ref, wf.grid)
+    spec, model_notes = check_model(model_ref, wf.grid)
     imagery = _direct_imagery(req, wf.grid, len(spec.bands))
     rundir = RunDir(Path(req.run_dir)).create()
     setup_logging(rundir)
-    summary = RunSummary(rundir)
+    summary = RunSummary(rundir, notes=list(model_notes))
+    for note in model_notes:
+        log.warning(note)
     with rundir.driver_lock():
         config = rundir.freeze(_frozen_config(req, wf, model, load_legend(spec.legend)), COMPATIBLE)
         grid = Grid.from_dict(config["grid"])

@@ -24,6 +24,7 @@ from sinolc_dist.engine import (
 from sinolc_dist.grid import ChunkId, Window
 from sinolc_dist.legend import CHESAPEAKE
 from sinolc_dist.models.checkpoint import load_checkpoint
+from sinolc_dist.models.loader import check_model
 from tests.models.authors_layout import paraformer_layout, random_state_dict, save_plain
 
 CHIP_NET = "tests.models.plugin_factory:chip_net"
@@ -213,3 +214,14 @@ def test_batched_chips_give_the_same_classes(authors_paraformer, four_bands):
                                              batch=1)), grid, four_bands)
     batched = load_model(ModelRef(authors_paraformer, overrides=PARA_SPEC, chip_stride=32, batch=6))
     assert (engine_classes(batched, grid, four_bands) == one).mean() > 0.9999
+
+
+def test_paraformer_blends_like_test_py_unless_told_otherwise_and_a_short_halo_is_noted(authors_paraformer):
+    ref = ModelRef(authors_paraformer, overrides=PARA_SPEC)
+    model = load_model(ref)
+    assert model.blend == "authors" and model.stride_px == 32  # half a 64 px chip
+    assert load_model(ModelRef(authors_paraformer, overrides=PARA_SPEC, blend="gaussian")).blend == "gaussian"
+    spec, notes = check_model(ref, small_grid(PARA_SIZE, chunk=64, block=32, halo=32))
+    assert spec.legend == "chesapeake" and notes == []
+    _, notes = check_model(ref, small_grid(PARA_SIZE, chunk=64, block=32, halo=8))
+    assert len(notes) == 1 and "grid.halo >= 32" in notes[0] and "--workflow paraformer" in notes[0]

@@ -13,7 +13,6 @@ import torch
 import yaml
 
 from sinolc_dist import stores
-from sinolc_dist.cli import spread_pairs
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.engine import normalise
 from sinolc_dist.grid import Grid
@@ -125,14 +124,6 @@ def test_a_state_dict_that_does_not_fit_is_one_line_and_writes_nothing(theirs, t
                   *args)
     assert_one_line_error(proc, *needles)
     assert not (tmp_path / "r").exists()
-
-
-def test_pair_flags_take_several_words():
-    args = ["--region", "x", "--override", "a=1", "b=[2, 3]", "--kwargs", "k=v", "--arch", "l2hnet",
-            "--override", "c=4"]
-    assert spread_pairs(args) == ["--region", "x", "--override", "a=1", "--override", "b=[2, 3]",
-                                  "--kwargs", "k=v", "--arch", "l2hnet", "--override", "c=4"]
-    assert spread_pairs(["--override=a=1", "b=2"]) == ["--override=a=1", "--override", "b=2"]
 
 
 def test_run_help_shows_the_model_flags():

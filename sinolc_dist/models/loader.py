@@ -14,7 +14,6 @@ import ctypes
 import dataclasses
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +28,8 @@ from sinolc_dist.models.paraformer import Paraformer
 from sinolc_dist.models.plugins import build_plugin, declared
 
 #: ``none``: exact (by receptive radius); ``gaussian``: Gaussian-weighted chips; ``authors``: the
-#: SinoLC-1 authors' test.py weights (1 on a border of a quarter chip, 5 inside).
+#: SinoLC-1 authors' test.py weights (1 on a border of half the chips' overlap, 5 inside).
 BLENDS = ("none", "gaussian", "authors")
-log = logging.getLogger("sinolc_dist.engine")
 AMPS = ("none", "bf16", "fp16")
 #: Chip side for blending a model that declares none when ``patch`` is ``auto``.
 DEFAULT_CHIP = 512
@@ -61,7 +59,7 @@ class ModelRef:
     ``chip_size``, ``chip_stride``: declarations that take precedence over the
     module's attributes.  ``blend``: ``"gaussian"`` runs any model on
     overlapping chips (``chip_size``, else ``patch``) and blends them; chip
-    models always blend (``gaussian`` unless ``authors`` is asked for).
+    models always blend (with the model's ``default_blend``, else ``gaussian``).
     ``batch``: chips forwarded at once, or ``"auto"`` (chosen per worker from
     free GPU memory; 1 on a CPU).  ``confidence``: ``run_shard`` also writes the top-1
     probability (uint8) where the output store has a ``confidence`` array.
@@ -133,6 +131,7 @@ class LoadedModel:
     ref: ModelRef
     core: Callable[..., torch.Tensor] | None = None
     masks: bool = False
+    default_blend: str = "gaussian"
     patches: dict[int, int] = field(default_factory=dict)
     batches: dict[int, int] = field(default_factory=dict)
 
@@ -153,8 +152,8 @@ class LoadedModel:
 
     @property
     def blend(self) -> str:
-        """The chip weights: the one asked for, else ``gaussian`` (chip models always blend)."""
-        return "gaussian" if self.ref.blend == "none" else self.ref.blend
+        """The chip weights: the one asked for, else the model's default (chip models always blend)."""
+        return self.default_blend if self.ref.blend == "none" else self.ref.blend
 
     @functools.cached_property
     def lut(self) -> torch.Tensor:
@@ -222,7 +221,8 @@ def load_model(ref: ModelRef) -> LoadedModel:
     if ref.compile:  # optional: fuses kernels on GPU; the first patches of each shape compile
         module = torch.compile(module)
         core = torch.compile(core) if core is not None else None
-    model = LoadedModel(module, spec, device, radius, chip, stride, ref, core, masks)
+    default_blend = str(getattr(module, "default_blend", "gaussian"))
+    model = LoadedModel(module, spec, device, radius, chip, stride, ref, core, masks, default_blend)
     if radius is None and not model.blending:
         raise ConfigError(
             f"model {ref.plugin or ref.checkpoint} declares neither receptive_radius nor chip_size: "
@@ -234,33 +234,37 @@ def load_model(ref: ModelRef) -> LoadedModel:
     return model
 
 
-def check_model(ref: ModelRef, grid: Grid) -> ModelSpec:
-    """Build the model once on this CPU, check it fits the grid, and return its spec; nothing is kept.
+def check_model(ref: ModelRef, grid: Grid) -> tuple[ModelSpec, list[str]]:
+    """Build the model once on this CPU, check it fits the grid; its spec and warnings. Nothing is kept.
 
     The driver's check before anything is written: a file that does not fit
     its architecture, a legend or halo that does not fit the model, fails here
     (the driver of a GPU cluster often has no GPU; workers load the model on
     their own device), and the driver does not hold the weights during the run.
+    The warnings say where blended chunks will not equal one blended pass.
     """
     model = load_model.__wrapped__(dataclasses.replace(ref, device="cpu", compile=False))
     check_halo(grid, model)
-    return model.spec
+    cut = grid.chunk < max(grid.size)  # a grid of one chunk has no chunk edges inside
+    overlap = model.chip_px - model.stride_px
+    warnings = []
+    if model.blending and cut and (grid.halo < overlap or grid.chunk % model.stride_px):
+        warnings.append(
+            f"grid halo {grid.halo} px and {grid.chunk} px chunks with {model.chip_px} px chips at stride "
+            f"{model.stride_px}: pixels near chunk edges will differ from one blended pass; for equality "
+            f"use a workflow with grid.halo >= {overlap} and chunks a multiple of {model.stride_px} "
+            "(e.g. --workflow paraformer or cn-paraformer)")
+    return model.spec, warnings
 
 
 def check_halo(grid: Grid, model: LoadedModel) -> None:
     """Refuse a halo smaller than the model's receptive radius (results would not be exact).
 
-    With blending any halo is accepted (it is only context), but a halo short of
-    ``chip - stride`` or a chunk that is not a multiple of the stride makes
-    chunk edges differ from one blended pass: that is logged as a warning.
+    With blending the halo is only context, so any halo is accepted (the
+    driver's :func:`check_model` warns where chunk edges would then differ
+    from one blended pass).
     """
     if model.blending:
-        cut = grid.chunk < max(grid.size)  # a grid of one chunk has no chunk edges inside
-        if cut and (grid.halo < model.chip_px - model.stride_px or grid.chunk % model.stride_px):
-            log.warning("grid halo %d px and chunk %d px with %d px chips at stride %d: chunk edges will "
-                        "differ from one blended pass; for equality set grid.halo >= %d and grid.chunk to a "
-                        "multiple of %d", grid.halo, grid.chunk, model.chip_px, model.stride_px,
-                        model.chip_px - model.stride_px, model.stride_px)
         return
     radius = model.radius or 0
     if grid.halo < radius:

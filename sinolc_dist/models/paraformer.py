@@ -175,9 +175,12 @@ class Decoder(nn.Module):
 class Paraformer(nn.Module):
     """Paraformer for ``bands`` input bands and ``classes`` output channels on ``chip``² chips.
 
-    Declares ``chip_size`` (the engine blends chips); ``chip_stride`` is left
-    to the workflow (the authors' ``test.py`` steps half a chip).
+    Declares ``chip_size`` (the engine blends chips, at half a chip's stride
+    unless the workflow says otherwise) and ``default_blend = "authors"``: with
+    neither given, a run blends as the authors' ``test.py`` does.
     """
+
+    default_blend = "authors"
 
     def __init__(self, bands: int = 4, classes: int = 17, width: int = 64, chip: int = CHIP,
                  hidden: int = HIDDEN, layers: int = LAYERS, heads: int = HEADS, mlp: int = MLP) -> None:

@@ -32,9 +32,10 @@ Contract, for both kinds:
   - ``chip_size: int`` (optional ``chip_stride``, default ``chip_size // 2``):
     run the model on ``chip_size`` px chips with overlap, blended with Gaussian
     or the SinoLC-1 authors' weights (``ModelRef.blend``, ``sinolc_dist.blend``).
-    A model without ``receptive_radius`` is taken to need exactly
-    ``chip_size`` px: a chip clipped by the raster's edge is zero-padded for
-    it.  For chunked results equal to one blended pass, make the grid's halo
+    A chip model may set ``default_blend`` (``gaussian`` or ``authors``) for
+    when the workflow asks none.  A model without ``receptive_radius`` is taken
+    to need exactly ``chip_size`` px: a chip clipped by the raster's edge is
+    zero-padded for it.  For chunked results equal to one blended pass, make the grid's halo
     at least ``chip_size - chip_stride`` and the chunk a multiple of the
     stride: every chip then fits the halo window unshifted (near the raster's
     edge too when the raster is a multiple of the chunk; else give a halo of
