@@ -20,8 +20,8 @@ from sinolc_dist.legend import CHESAPEAKE
 from sinolc_dist.models.checkpoint import load_checkpoint
 from sinolc_dist.rundir import RunDir
 from tests.models.authors_layout import (
-    PARAFORMER,
     l2hnet_layout,
+    paraformer_keys_only,
     paraformer_layout,
     random_state_dict,
     save_plain,
@@ -98,9 +98,7 @@ def theirs(tmp_path_factory) -> dict[str, str]:
         "l2hnet": sd,
         "backbone": {k: v for k, v in sd.items() if not k.startswith("head.")},
         "l2hnet17": random_state_dict(l2hnet_layout(classes=17), seed=2),
-        # Detection reads key names, the checks read the stem's and head's shapes.
-        "paraformer": {k: torch.zeros(v if k.endswith(("startconv.weight", "head2.0.weight")) else [0])
-                       for k, v in PARAFORMER.items()},
+        "paraformer": paraformer_keys_only(),
     }
     return {name: str(save_plain(folder / f"{name}.pth", state)) for name, state in files.items()}
 

@@ -22,7 +22,6 @@ from sinolc_dist.models.l2hnet import L2HNet
 from sinolc_dist.models.paraformer import HEADS, TOKEN_PX, Paraformer
 
 StateDict = Mapping[str, torch.Tensor]
-_PARAFORMER_STEM = "transformer.embeddings.hybrid_model.startconv.weight"
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,12 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Architecture:
-    """A shipped network: its stem and head keys, how to read its sizes and how to build it."""
+    """A shipped network: its stem and head keys, how to read its sizes and how to build it.
 
-    name: str
+    ``keys`` describes its state_dict in errors.
+    """
+
+    keys: str
     stem: str
     head: str
     read_extra: Callable[[StateDict], dict[str, int | bool]]
@@ -65,23 +67,17 @@ def _paraformer_extra(state_dict: StateDict) -> dict[str, int | bool]:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "l2hnet": Architecture("l2hnet", "startconv.weight", "head.weight", _l2hnet_extra, L2HNet),
-    "paraformer": Architecture("paraformer", _PARAFORMER_STEM, "segmentation_head2.0.weight",
-                               _paraformer_extra, Paraformer),
-}
-_DESCRIBE = {
-    "l2hnet": "an L2HNet state_dict (startconv.*, rpblocks.*)",
-    "paraformer": "a Paraformer state_dict (transformer.*, decoder.*, segmentation_head1/2.*)",
+    "l2hnet": Architecture("an L2HNet state_dict (startconv.*, rpblocks.*)", "startconv.weight",
+                           "head.weight", _l2hnet_extra, L2HNet),
+    "paraformer": Architecture("a Paraformer state_dict (transformer.*, decoder.*, segmentation_head1/2.*)",
+                               "transformer.embeddings.hybrid_model.startconv.weight",
+                               "segmentation_head2.0.weight", _paraformer_extra, Paraformer),
 }
 
 
 def detect(state_dict: StateDict) -> str | None:
-    """The shipped architecture a state_dict's keys belong to, if any."""
-    if _PARAFORMER_STEM in state_dict:
-        return "paraformer"
-    if "startconv.weight" in state_dict:
-        return "l2hnet"
-    return None
+    """The shipped architecture a state_dict's keys belong to (the one whose stem it holds), if any."""
+    return next((name for name, arch in ARCHITECTURES.items() if arch.stem in state_dict), None)
 
 
 def check_arch(name: str) -> None:
@@ -107,10 +103,11 @@ def build(arch: str, state_dict: StateDict, what: str, width: int | None, bands:
                               "longer loads: retrain it with the authors' layout (python -m "
                               "sinolc_dist.demo.train)")
     if found is None:
-        raise CheckpointError(f"{what} is neither an L2HNet nor a Paraformer state_dict (no startconv.weight "
-                              f"or {_PARAFORMER_STEM}): give the network as --plugin package.module:factory")
+        stems = " or ".join(a.stem for a in ARCHITECTURES.values())
+        raise CheckpointError(f"{what} is neither an L2HNet nor a Paraformer state_dict (no {stems}): "
+                              "give the network as --plugin package.module:factory")
     if found != arch:
-        raise CheckpointError(f"{what} is {_DESCRIBE[found]}, not {arch}: use --arch {found}")
+        raise CheckpointError(f"{what} is {ARCHITECTURES[found].keys}, not {arch}: use --arch {found}")
     spec = ARCHITECTURES[arch]
     if spec.head not in state_dict:
         raise CheckpointError(_missing_head(arch, what))

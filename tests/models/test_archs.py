@@ -10,18 +10,17 @@ from sinolc_dist.legend import load_legend
 from sinolc_dist.models.archs import build, detect
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.l2hnet import L2HNet
-from tests.models.authors_layout import L2HNET_BACKBONE, PARAFORMER, l2hnet_layout, random_state_dict
+from tests.models.authors_layout import (
+    L2HNET_BACKBONE,
+    l2hnet_layout,
+    paraformer_keys_only,
+    random_state_dict,
+)
 
 
 @pytest.fixture(scope="module")
 def l2hnet_sd() -> dict[str, torch.Tensor]:
     return random_state_dict(l2hnet_layout(), seed=1)
-
-
-def paraformer_keys_only() -> dict[str, torch.Tensor]:
-    """The authors' Paraformer keys (empty tensors: detection reads names, the checks shapes of two)."""
-    return {k: torch.zeros(v if k.endswith(("startconv.weight", "head2.0.weight")) else [0])
-            for k, v in PARAFORMER.items()}
 
 
 def test_detect_reads_the_authors_key_names(l2hnet_sd):
