@@ -35,7 +35,7 @@ from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.profiles import task_resources, torch_threads
 from sinolc_dist.regions import resolve_region
 from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
+from sinolc_dist.state import DONE, FAILED, PENDING, STATUSES, StateStore
 from sinolc_dist.verify import stale_chunks
 
 log = logging.getLogger("sinolc_dist")
@@ -283,7 +283,7 @@ def status(run_dir: Path) -> StatusReport:
     """Read a run's state without touching anything."""
     rundir = RunDir(Path(run_dir)).require()
     grid = Grid.from_dict(rundir.read_config()["grid"])
-    total: Counter[str] = Counter({PENDING: 0, DONE: 0, FAILED: 0})
+    total: Counter[str] = Counter(dict.fromkeys(STATUSES, 0))
     provinces: dict[str, Counter[str]] = defaultdict(Counter)
     errors: Counter[str] = Counter()
     with StateStore(rundir.state) as state:

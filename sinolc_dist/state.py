@@ -18,6 +18,9 @@ from sinolc_dist.errors import RunDirError
 from sinolc_dist.grid import ChunkId
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
+#: A chunk that no imagery touches: recorded at planning time, never dispatched.
+NO_IMAGERY = "no-imagery"
+STATUSES = (PENDING, DONE, FAILED, NO_IMAGERY)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -32,7 +35,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     finished REAL,
     seconds REAL,
     error TEXT,
-    checksum TEXT
+    checksum TEXT,
+    coverage REAL
 );
 CREATE INDEX IF NOT EXISTS chunks_status ON chunks(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,6 +67,7 @@ class ChunkRecord:
     attempts: int
     error: str | None
     checksum: str | None
+    coverage: float | None = None
 
 
 class StateStore:
@@ -75,6 +80,9 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
+            if "coverage" not in columns:  # a state written before coverage was recorded
+                self._db.execute("ALTER TABLE chunks ADD COLUMN coverage REAL")
         except sqlite3.DatabaseError as exc:
             raise RunDirError(
                 f"state file {self.path} is damaged or not a state database ({exc}); "
@@ -131,8 +139,8 @@ class StateStore:
 
     # ---------------------------------------------------------------- queries
     def count(self) -> dict[str, int]:
-        """Number of chunks per status (all three keys always present)."""
-        out = {PENDING: 0, DONE: 0, FAILED: 0}
+        """Number of chunks per status (every key of :data:`STATUSES` always present)."""
+        out = dict.fromkeys(STATUSES, 0)
         for status, n in self._db.execute("SELECT status, COUNT(*) FROM chunks GROUP BY status"):
             out[status] = n
         return out
@@ -148,12 +156,12 @@ class StateStore:
 
     def records(self) -> Iterator[ChunkRecord]:
         """Every chunk's record, in (row, col) order."""
-        for row, col, prov, status, attempts, error, checksum in self._db.execute(
-            "SELECT row, col, provinces, status, attempts, error, checksum FROM chunks "
+        for row, col, prov, status, attempts, error, checksum, coverage in self._db.execute(
+            "SELECT row, col, provinces, status, attempts, error, checksum, coverage FROM chunks "
             "ORDER BY row, col"
         ):
             yield ChunkRecord(ChunkId(row, col), tuple(p for p in prov.split(",") if p),
-                              status, attempts, error, checksum)
+                              status, attempts, error, checksum, coverage)
 
     def status_groups(self) -> Iterator[tuple[tuple[str, ...], str, int]]:
         """``(provinces, status, chunks)`` for each group of chunks sharing both.
@@ -235,4 +243,20 @@ class StateStore:
             self._db.executemany(
                 "UPDATE chunks SET status = 'pending', error = NULL WHERE id = ?",
                 [(c.key,) for c in chunks],
+            )
+
+    def set_coverage(self, shares: Iterable[tuple[ChunkId, float]]) -> None:
+        """Record each chunk's share (0–1) of pixels that the imagery covers, from footprints."""
+        with self._writing():
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE chunks SET coverage = ? WHERE id = ?",
+                                 [(float(share), c.key) for c, share in shares])
+
+    def mark_no_imagery(self, chunks: Iterable[ChunkId]) -> None:
+        """Record chunks that no imagery touches as :data:`NO_IMAGERY` (never dispatched)."""
+        with self._writing():
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE chunks SET status = ?, coverage = 0, error = NULL WHERE id = ?",
+                [(NO_IMAGERY, c.key) for c in chunks],
             )

@@ -6,7 +6,7 @@ import pytest
 
 from sinolc_dist.errors import RunDirError
 from sinolc_dist.grid import ChunkId
-from sinolc_dist.state import DONE, FAILED, PENDING, ChunkResult, StateStore
+from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, ChunkResult, StateStore
 
 
 def test_plan_results_and_reset(tmp_path):
@@ -15,7 +15,7 @@ def test_plan_results_and_reset(tmp_path):
         assert s.add_chunks([(ChunkId(1, 2), ("420000",))]) == 0  # kept as it is
         s.record([ChunkResult(ChunkId(1, 2), True, "w1", 1.0, 2.0, "abc"),
                   ChunkResult(ChunkId(0, 5), False, "w2", error="boom", attempts=3)])
-        assert s.count() == {PENDING: 0, DONE: 1, FAILED: 1}
+        assert s.count() == {PENDING: 0, DONE: 1, FAILED: 1, NO_IMAGERY: 0}
         assert s.chunk_ids(FAILED) == [ChunkId(0, 5)]
         recs = {r.chunk: r for r in s.records()}
         assert recs[ChunkId(0, 5)].attempts == 3
@@ -79,3 +79,28 @@ def test_summaries_agree_with_the_records(tmp_path):
         rows, cols, statuses = s.positions()
         assert list(zip(rows, cols, statuses, strict=True)) == [
             (r.chunk.row, r.chunk.col, r.status) for r in records]
+
+
+def test_coverage_and_no_imagery(tmp_path):
+    with StateStore(tmp_path / "s.sqlite") as s:
+        s.add_chunks([(ChunkId(0, 0), ("420000",)), (ChunkId(0, 1), ("420000",))])
+        s.set_coverage([(ChunkId(0, 0), 0.25)])
+        s.mark_no_imagery([ChunkId(0, 1)])
+        recs = {r.chunk: r for r in s.records()}
+        assert recs[ChunkId(0, 0)].coverage == 0.25
+        assert (recs[ChunkId(0, 1)].status, recs[ChunkId(0, 1)].coverage) == (NO_IMAGERY, 0.0)
+        assert s.count()[NO_IMAGERY] == 1
+        assert s.chunk_ids(PENDING) == [ChunkId(0, 0)]
+
+
+def test_state_without_coverage_column_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE chunks (id TEXT PRIMARY KEY, row INTEGER NOT NULL, col INTEGER NOT NULL, "
+                     "provinces TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER "
+                     "NOT NULL DEFAULT 0, worker TEXT, started REAL, finished REAL, seconds REAL, "
+                     "error TEXT, checksum TEXT); INSERT INTO chunks(id, row, col, provinces) "
+                     "VALUES ('0/0', 0, 0, '420000');")
+    db.close()
+    with StateStore(path) as s:
+        assert [r.coverage for r in s.records()] == [None]
