@@ -5,8 +5,12 @@ directory, then dispatches every chunk with the real driver (bounded in flight, 
 per shard, batched SQLite state updates) to a LocalCluster whose workers run a no-op
 instead of the model.  Records chunks/s dispatched and recorded, the driver's peak
 memory and the state's size.  Targets: >= 1,000 chunks/s, driver under 2 GiB.
-Then times what a user's ``sinolc-dist status`` and ``status --map`` cost on that
-national state (every planned chunk, done or pending).
+Then times ``sinolc-dist verify --all`` on that national state (every done chunk's
+shard listed and sent in batches to the same cluster, where a no-op stands in for reading
+the shard: what the driver and the dispatch cost, not the reads), plus what one worker
+takes to read and check one real shard of the workflow's size (blocky random classes),
+and what a user's ``sinolc-dist status`` and ``status --map`` cost (every planned chunk,
+done or pending).
 
     python benchmarks/bench_dispatch.py [--region CN] [--shard 2] [--max-chunks N]
 """
@@ -18,25 +22,63 @@ import dataclasses
 import resource
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 from distributed import Client, LocalCluster
 from results_file import save
 
+from sinolc_dist import stores
 from sinolc_dist.config import load_workflow
 from sinolc_dist.driver import dispatch, shard_tasks
-from sinolc_dist.engine import ModelRef, ShardTask
+from sinolc_dist.engine import ModelRef, ShardTask, checksum
+from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.maps import status_map
-from sinolc_dist.pipeline import status
 from sinolc_dist.plan import make_plan, record_plan
+from sinolc_dist.run_status import status
 from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import PENDING, ChunkResult, StateStore
+from sinolc_dist.state import DONE, PENDING, ChunkResult, StateStore
+from sinolc_dist.verify import ShardJob, ShardVerdict, check_done, check_shards, cluster_runner
 
 
 def no_op(task: ShardTask) -> list[ChunkResult]:
     """What a worker returns for a shard when the model does nothing."""
     now = time.time()
     return [ChunkResult(c, True, "bench", now, 0.0, "0" * 16) for c in task.chunks]
+
+
+def no_op_check(grid: Grid, store_path: str, jobs: list[ShardJob]) -> list[ShardVerdict]:
+    """What a worker returns for a batch of sound shards, without reading them."""
+    return []
+
+
+def touch_shards(rundir: RunDir, grid: Grid, state: StateStore) -> int:
+    """An empty file for every done chunk's shard, so that ``verify`` finds each one present."""
+    shards = {grid.shard_of(c) for c in state.chunk_ids(DONE)}
+    root = rundir.output / stores.OUTPUT_ARRAY / "c"
+    for row in {s.row for s in shards}:
+        (root / str(row)).mkdir(parents=True, exist_ok=True)
+    for s in shards:
+        (root / str(s.row) / str(s.col)).touch()
+    return len(shards)
+
+
+def shard_read_seconds(grid: Grid, folder: Path) -> float:
+    """Seconds :func:`check_shards` takes to read and check one whole shard of ``grid`` (64 px blocks)."""
+    side = grid.shard_px
+    one = dataclasses.replace(grid, size=(side, side))
+    arr = stores.create_store(folder / "one-shard.zarr", one, "output")
+    blocks = np.random.default_rng(0).integers(1, 12, (side // 64, side // 64), dtype=np.uint8)
+    classes = blocks.repeat(64, 0).repeat(64, 1)
+    stores.write_window(arr, one.full_window, classes)
+    chunks = tuple((c, checksum(classes[one.chunk_window(c).slices()]))
+                   for c in one.chunks_in(one.full_window))
+    t0 = time.perf_counter()
+    bad = check_shards(one, str(folder / "one-shard.zarr"), [(ChunkId(0, 0), chunks)])
+    seconds = time.perf_counter() - t0
+    assert not bad, bad
+    return seconds
 
 
 def main() -> None:
@@ -69,8 +111,15 @@ def main() -> None:
                               max_in_flight=args.max_in_flight, work=no_op)
             seconds = time.perf_counter() - t0
             done = state.count()
+            peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before verify's reads
+            shards = touch_shards(rundir, grid, state)
+            t0 = time.perf_counter()
+            runner = cluster_runner(client, grid, rundir.output, no_op_check)
+            checked = check_done(state, grid, rundir.output, lambda: nullcontext(runner))
+            verify_s = time.perf_counter() - t0
+            verify_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         state_mb = rundir.state.stat().st_size / 1e6
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before status's reads
+        read_s = shard_read_seconds(grid, Path(tmp))
         rundir.freeze({"grid": grid.to_dict(), "region": args.region}, frozenset())
         t0 = time.perf_counter()
         status(rundir.root)
@@ -85,11 +134,18 @@ def main() -> None:
         "chunks_per_s": len(todo) / seconds, "driver_peak_rss_mib": peak_mib, "state_mb": state_mb,
         "max_in_flight": args.max_in_flight, "targets": {"chunks_per_s": 1000, "driver_peak_rss_mib": 2048},
         "status_seconds": status_s, "status_map_seconds": status_map_s,
+        "verify_all_seconds": verify_s, "verify_checked_chunks": checked.checked_chunks,
+        "verify_checked_shards": checked.checked_shards, "verify_bad_chunks": len(checked.bad),
+        "verify_driver_peak_rss_mib": verify_peak_mib, "verify_read_seconds_per_shard": read_s,
+        "verify_read_worker_hours": shards * read_s / 3600,
     }
     print(f"dispatched {len(todo):,} chunks ({grid.shard**2} per task) in {seconds:.1f} s: "
           f"{result['chunks_per_s']:,.0f} chunks/s; driver peak {peak_mib:,.0f} MiB; "
           f"state {state_mb:.1f} MB; recorded done {done['done']:,}; status {status_s:.1f} s, "
-          f"status --map {status_map_s:.1f} s")
+          f"status --map {status_map_s:.1f} s; verify --all {verify_s:.1f} s "
+          f"({checked.checked_chunks:,} chunks in {shards:,} shards, no-op reads; driver peak "
+          f"{verify_peak_mib:,.0f} MiB); reading one {grid.shard_px:,}² px shard {read_s:.2f} s, so "
+          f"{shards * read_s / 3600:,.1f} worker-hours of reads")
     save(result, args.out, f"dispatch-{args.region.lower()}.json")
 
 

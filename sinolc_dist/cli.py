@@ -15,13 +15,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sinolc_dist import __version__, pipeline
-from sinolc_dist.deliver import mosaic_run
+from sinolc_dist import __version__, pipeline, run_status
 from sinolc_dist.errors import SinolcError
+from sinolc_dist.lifecycle import mosaic_stage
 from sinolc_dist.model_flags import PairsCommand, model_choice, model_options
 from sinolc_dist.provinces import PROVINCES
 from sinolc_dist.reporting import console, run_summary_lines, run_with_progress
+from sinolc_dist.run_status import status_lines
 from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir
+from sinolc_dist.state import STATUSES
 
 out = Console()
 
@@ -95,7 +97,8 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
     """Start or resume a run: plan, infer every pending chunk, mosaic.
 
     Finished chunks are skipped, so the same command resumes after any failure.
-    Exits 1 when chunks failed (rerun them with `sinolc-dist rerun --failed`).
+    Exits 1 when chunks failed (rerun them with `sinolc-dist rerun --failed`) or were left
+    pending without ingested imagery; the error names each reason.
     A state_dict trained with the SinoLC-1 authors' code runs as saved:
     `--checkpoint theirs.pth --arch paraformer --override bands=[...] mean=[...] std=[...] classes=[...]`.
     """
@@ -119,8 +122,12 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
 @click.option("--no-write", is_flag=True, help="Only print; do not record the plan in --run-dir.")
 @click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
               help="Also draw the selected chunks over the province outlines into this PNG.")
+@click.option("--imagery", multiple=True, help="Imagery (as for `ingest`) whose km² per province to "
+              "report [default: the --run-dir's imagery-index.json, if any].")
+@click.option("--zoom", type=click.IntRange(0, 24), default=None, help="Zoom of an XYZ tile directory.")
 def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus: int,
-         throughput: float | None, as_json: bool, no_write: bool, map_path: Path | None) -> None:
+         throughput: float | None, as_json: bool, no_write: bool, map_path: Path | None,
+         imagery: tuple[str, ...], zoom: int | None) -> None:
     """Estimate a run: chunks, km², volumes and GPU-hours per province and in total.
 
     The plan is recorded in --run-dir (plan.json and the chunk list) so that `run`
@@ -128,10 +135,12 @@ def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus
     highlighted).
     """
     from sinolc_dist.config import load_workflow
+    from sinolc_dist.coverage import coverage_lines, plan_imagery
     from sinolc_dist.plan import DEFAULT_GPU_PX_PER_S, make_plan, record_plan
 
     grid = load_workflow(workflow).grid
     p = make_plan(region, grid, boundaries, gpus, throughput or DEFAULT_GPU_PX_PER_S)
+    covered = plan_imagery(p, imagery, zoom, run_dir)
     if map_path is not None:
         from sinolc_dist.maps import plan_map  # matplotlib only when a map is asked for
 
@@ -139,7 +148,8 @@ def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus
     if not no_write:
         record_plan(p, RunDir(run_dir).create())
     if as_json:
-        out.print_json(json.dumps(p.to_dict()))
+        extra = {"imagery": [asdict(r) for r in covered]} if covered else {}
+        out.print_json(json.dumps(p.to_dict() | extra))
         return
     table = Table(title=f"plan for {region} on the {workflow} grid ({grid.chunk} px chunks)")
     for col in ("province", "chunks", "land km²", "pixels", "input GB (zstd)", "output GB (zstd)",
@@ -151,6 +161,8 @@ def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus
                       f"{r.output_gb:,.1f} ({r.output_gb_compressed:,.1f})", f"{r.gpu_hours:,.1f}")
     out.print(table)
     out.print(f"wall time on {gpus} GPU(s) at {p.px_per_s:.3g} px/s each: {p.wall_hours:,.1f} h")
+    for line in coverage_lines(covered):
+        out.print(line, markup=False)
 
 
 @cli.command()
@@ -174,8 +186,13 @@ def rerun(run_dir: Path, failed: bool, chunks: tuple[str, ...], province: str | 
 @click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
               help="Also draw every chunk coloured by state (pending, done, failed) into this PNG.")
 def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
-    """Show done/failed/pending chunks per province and the most frequent errors."""
-    report = pipeline.status(run_dir)
+    """Show chunks per province and status, whether a driver runs and how the last one ended, errors.
+
+    Also the chunks computed more than once, throughput and ETA while a driver
+    runs, and errors grouped by cause and file.  On a run directory that only
+    `ingest` has filled, the ingest's chunks.
+    """
+    report = run_status.status(run_dir)
     if map_path is not None:
         from sinolc_dist.maps import status_map  # matplotlib only when a map is asked for
 
@@ -183,23 +200,44 @@ def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
     if as_json:
         out.print_json(json.dumps(asdict(report)))
         return
-    table = Table(title=f"run {run_dir}")
-    for col in ("province", "done", "failed", "pending"):
+    table = Table(title=f"{report.stage} state of {run_dir}")
+    for col in ("province", *STATUSES):
         table.add_column(col, justify="right" if col != "province" else "left")
     for code, counts in sorted(report.provinces.items()):
         prov = PROVINCES.get(code)
         name = f"{code} {prov.name_en} ({prov.name_zh})" if prov else code
-        table.add_row(name, *(str(counts.get(k, 0)) for k in ("done", "failed", "pending")))
-    table.add_row("total", *(str(report.total.get(k, 0)) for k in ("done", "failed", "pending")))
+        table.add_row(name, *(str(counts.get(k, 0)) for k in STATUSES))
+    table.add_row("total", *(str(report.total.get(k, 0)) for k in STATUSES))
     out.print(table)
-    if report.chunks_per_hour:
-        eta = f"{report.eta_hours:,.1f} h" if report.eta_hours is not None else "?"
-        out.print(f"recent throughput: {report.chunks_per_hour:,.0f} chunks/h, "
-                  f"{report.km2_per_hour:,.0f} km²/h; ETA for the pending chunks: {eta}")
-    if report.errors:
-        out.print("most frequent errors:")
-    for error, n in report.errors:
-        out.print(f"  {n} × {error}", markup=False)
+    for line in status_lines(report):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--all", "check_all", is_flag=True, help="Check every done chunk (the default).")
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Check only the shards of N random done chunks; damage found there widens to all.")
+@click.option("--cluster", default=None,
+              help="Cluster profile to read the shards on (a name in cluster/ or a .yaml path). "
+                   "[default: the run's]")
+def verify(run_dir: Path, check_all: bool, sample: int | None, cluster: str | None) -> None:
+    """Read the done chunks' output shards on the cluster and compare them with their checksums.
+
+    Chunks whose shard is missing, unreadable (the file is moved aside to
+    output.zarr.quarantine/) or holds other classes are set pending, for the same
+    `sinolc-dist run` command to recompute.  Exits 0 when no damage was found,
+    1 when bad chunks were found (and set pending).
+    """
+    from sinolc_dist.verify import summary_lines, verify_run
+
+    if check_all and sample is not None:
+        raise click.UsageError("give --all or --sample N, not both")
+    report = verify_run(run_dir, sample, cluster)
+    for line in summary_lines(report, run_dir):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if report.verdicts:
+        sys.exit(1)
 
 
 @cli.command()
@@ -224,16 +262,17 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
     mosaics/china.vrt and mosaics/quicklooks/*.png over every provincial file.
     """
     rundir = RunDir(run_dir).require()
+    pipeline.setup_logging(rundir)  # the stage's start, result or failure in logs/driver.log
     if cluster is None:
-        reports, notes = mosaic_run(rundir, allow_incomplete, provinces=provinces, crs=crs)
+        reports, notes = mosaic_stage(rundir, allow_incomplete=allow_incomplete, provinces=provinces, crs=crs)
     else:
         from sinolc_dist.clusters import open_cluster
         from sinolc_dist.config import load_profile
 
         kind, settings = load_profile(cluster)
         with open_cluster(kind, settings, rundir.root) as client:
-            reports, notes = mosaic_run(rundir, allow_incomplete, client=client,
-                                        provinces=provinces, crs=crs)
+            reports, notes = mosaic_stage(rundir, allow_incomplete=allow_incomplete, client=client,
+                                          provinces=provinces, crs=crs)
     for m in reports:
         out.print(f"{m.path}: {m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, COG valid: {m.valid}",
                   markup=False, soft_wrap=True)
@@ -306,8 +345,9 @@ def ingest(imagery: tuple[str, ...], region: str, workflow: str, cluster: str | 
 
     Every chunk of the region is filled from the files that cover it (first valid pixel
     wins; gaps stay nodata), one task per input shard on the cluster.  Resumable: a second
-    call does only the pending chunks and those whose files changed.  Exits 1 when chunks
-    failed or files could not be opened.
+    call does only the pending chunks and those whose files (or tiles) changed.  Chunks no
+    file touches are recorded no-imagery, not dispatched.  Exits 1 when chunks failed; imagery
+    missing the region, or a file never opened, stops it before anything is written.
     """
     from sinolc_dist.ingest.run import IngestRequest, summary_lines
     from sinolc_dist.ingest.run import ingest as run_ingest

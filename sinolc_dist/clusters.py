@@ -8,14 +8,18 @@ nodes must see, as they see the run directory), ``minimum_jobs``/``maximum_jobs`
 (adaptive scaling, so a killed or pre-empted job is replaced), ``torch_threads``, and
 ``host``/``dashboard_address`` (default 127.0.0.1; the scheduler follows ``interface``
 when the profile has one).  Workers get ``--lifetime`` (the walltime minus a margin)
-unless the profile sets it, so they retire before their job is killed.  Nothing in the
-pipeline knows which scheduler runs it.
+unless the profile sets it, so they retire before their job is killed, and
+``--dashboard-address 127.0.0.1:0`` (their own dashboards never on every interface).  The
+scheduler's address goes to the driver's log, and so does each worker job that connects,
+is lost, retires or is replaced (:mod:`sinolc_dist.joblog`).  Nothing in the pipeline
+knows which scheduler runs it.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +28,10 @@ from typing import Any
 
 import dask
 import dask_jobqueue
-from distributed import Client, LocalCluster, Nanny, Security
+from distributed import Client, LocalCluster, Security
 
 from sinolc_dist.errors import ConfigError
+from sinolc_dist.joblog import JobLog
 from sinolc_dist.jobwatch import dead_jobs, profile_hint, watched
 from sinolc_dist.profiles import (
     JOBQUEUE,
@@ -41,19 +46,41 @@ from sinolc_dist.profiles import (
 from sinolc_dist.watchdog import JobWatchdog, RunStopped
 
 log = logging.getLogger("sinolc_dist.clusters")
+if threading.current_thread() is threading.main_thread():
+    # dask-jobqueue's runner makes SIGINT `sys.exit()` on import: Ctrl-C would end any command with
+    # exit 0 and not a word.  Ctrl-C is KeyboardInterrupt again ("aborted", 130); a run's dispatch
+    # has its own handler (sinolc_dist.driver.interruptible).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _local(settings: dict[str, Any]) -> LocalCluster:
-    allowed = (set(inspect.signature(LocalCluster.__init__).parameters)
-               | set(inspect.signature(Nanny.__init__).parameters) | LOCAL_EXTRA)
-    unknown = set(settings) - allowed
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in the local cluster profile")
+    check_profile("local", settings)
     kwargs = {k: v for k, v in settings.items() if k not in LOCAL_EXTRA}
     kwargs.setdefault("host", "127.0.0.1")
     kwargs.setdefault("dashboard_address", "127.0.0.1:0")
     kwargs.setdefault("processes", True)
-    return LocalCluster(**kwargs)
+    if threading.current_thread() is not threading.main_thread():
+        return LocalCluster(**kwargs)
+    # Worker processes start with SIGINT ignored, as batch jobs' workers are out of a terminal's
+    # reach: Ctrl-C stops the driver, which then closes them (no traceback from each worker).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return LocalCluster(**kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def worker_dashboard(extra: list[str]) -> list[str]:
+    """The worker option that keeps each worker's own dashboard on 127.0.0.1 of its node.
+
+    ``dask worker`` binds it to every interface (``0.0.0.0``) unless told, without
+    TLS or login, so anyone on the network could read ``/status`` and ``/profile``;
+    nothing needs it from elsewhere (the driver's dashboard shows every worker).
+    A profile's own ``--dashboard-address`` is kept.
+    """
+    if any(a.split("=")[0] == "--dashboard-address" for a in extra):
+        return []
+    return ["--dashboard-address", "127.0.0.1:0"]
 
 
 def build_cluster(kind: str, settings: dict[str, Any], run_dir: Path,
@@ -81,14 +108,14 @@ def build_cluster(kind: str, settings: dict[str, Any], run_dir: Path,
     elif "host" not in opts and "interface" not in opts and not s.get("interface"):
         opts["host"] = "127.0.0.1"
     run_dir = Path(run_dir).resolve()
-    s.setdefault("log_directory", str(run_dir / "logs" / "workers"))
+    s["log_directory"] = str(Path(s.get("log_directory") or run_dir / "logs" / "workers").absolute())
     s.setdefault("job_name", "sinolc-worker")
     section = f"jobqueue.{s.get('config_name') or job_cls.config_name}"
     extra = list(s.get("worker_extra_args") or dask.config.get(f"{section}.worker-extra-args", []))
     walltime = s.get("walltime") or dask.config.get(f"{section}.walltime", None)
     if walltime and not any(a.split("=")[0] == "--lifetime" for a in extra):
         extra += lifetime_args(walltime_seconds(kind, walltime))
-    s["worker_extra_args"] = extra
+    s["worker_extra_args"] = extra + worker_dashboard(extra)
     if tls:
         tls_dir = run_dir / ".dask-tls"
         tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -160,11 +187,21 @@ def open_cluster(kind: str, settings: dict[str, Any], run_dir: Path | None = Non
     if kind in JOBQUEUE:
         require_commands(kind)
     cluster = build_cluster(kind, settings, run_dir or Path.cwd())
+    jobs = JobLog(cluster, kind, getattr(getattr(cluster, "job_cls", None), "gone", []))
+
+    async def add_job_log() -> None:  # on the scheduler's event loop, before any worker job starts
+        cluster.scheduler.add_plugin(jobs)
+        for address in list(cluster.scheduler.workers):  # a LocalCluster's, started with it
+            jobs.add_worker(cluster.scheduler, address)
+
     # Until the first worker is in, a refusal's traceback from the event loop would only repeat
     # the ConfigError; a later one (a replacement job refused mid-run) is logged in full.
     quiet, tornado_log = _QuietRefusals(), logging.getLogger("tornado.application")
     tornado_log.addFilter(quiet)
     try:
+        cluster.sync(add_job_log)
+        log.info("%s cluster: scheduler %s, dashboard %s", kind, cluster.scheduler_address,
+                 cluster.dashboard_link)
         if kind in JOBQUEUE:
             minimum = int(settings.get("minimum_jobs", 1))
             maximum = int(settings.get("maximum_jobs", max(minimum, 1)))
@@ -183,5 +220,9 @@ def open_cluster(kind: str, settings: dict[str, Any], run_dir: Path | None = Non
             except RunStopped:  # the watchdog stopped a driver whose worker jobs all die at start
                 raise ConfigError(watchdog.failure) from None
     finally:
+        jobs.closing = True
+        ids = [str(j.job_id) for j in list(cluster.workers.values()) if getattr(j, "job_id", None)]
+        if ids:
+            log.info("closing the %s cluster: cancelling worker job(s) %s", kind, " ".join(ids))
         cluster.close()
         tornado_log.removeFilter(quiet)

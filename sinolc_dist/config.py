@@ -20,11 +20,13 @@ from typing import Any
 import yaml
 from pyproj import CRS
 
+from sinolc_dist.config_types import check_types, field_types
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import CHINA_ALBERS, Grid, geographic_grid
 from sinolc_dist.models import DEMO_CHECKPOINT
 from sinolc_dist.models.checkpoint import ModelSpec, file_sha256, load_checkpoint
 from sinolc_dist.models.loader import ModelRef
+from sinolc_dist.profiles import check_profile
 
 _PACKAGE = Path(__file__).resolve().parent
 _SEARCH = {
@@ -66,12 +68,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_keys(section: str, data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = set(data) - allowed
+def _section(path: Path, data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A workflow's section as a dict (an empty key is no settings)."""
+    section = data.get(name) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: {name}: expected a mapping of KEY: VALUE, got {section!r}")
+    return dict(section)
+
+
+def _check_keys(path: Path, section: str, data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(
-            f"unknown key(s) {sorted(unknown)} in {section}; valid keys: {sorted(allowed)}"
-        )
+        close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{path}: unknown key(s) {unknown} in {section or 'the workflow'}{hint}; "
+                          f"valid keys: {sorted(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,9 @@ class RunOptions:
     max_in_flight: int = 8
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.max_in_flight < 1:
-            raise ConfigError("run.retries must be >= 0 and run.max_in_flight >= 1")
+        for key, low in (("retries", 0), ("max_in_flight", 1)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"run.{key}: expected an integer >= {low}, got {getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)
@@ -157,13 +169,20 @@ def parse_pairs(items: Iterable[str], what: str, valid: set[str] | None = None) 
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``--override KEY=VALUE`` strings → model spec fields (``bands``, ``classes``, ``mean``…)."""
-    return parse_pairs(items, "--override", set(ModelSpec.__dataclass_fields__))
+    """``--override KEY=VALUE`` strings → model spec fields (``bands``, ``classes``, ``mean``…), typed."""
+    overrides = parse_pairs(items, "--override", set(SPEC_TYPES))
+    check_types("--override", "", overrides, SPEC_TYPES)
+    return overrides
 
 
 #: Model spec fields that a workflow's ``model:`` section (and ``--arch``/``--width``) may set
 #: directly; they join ``model.overrides``.
 SPEC_KEYS = ("arch", "width", "legend")
+#: What each model spec field takes as YAML reads it (``classes`` is checked by the legend).
+SPEC_TYPES = field_types(ModelSpec, classes=Any)
+#: What each key of a workflow's ``model:`` section takes (``kwargs``/``overrides`` as mappings).
+MODEL_TYPES = {**field_types(ModelOptions, kwargs=Mapping | None, overrides=Mapping | None),
+               **{k: SPEC_TYPES[k] for k in SPEC_KEYS}}
 
 
 @dataclass(frozen=True)
@@ -244,24 +263,30 @@ def load_workflow(name: str, checkpoint: str | None = None, choice: ModelChoice 
     """
     path = _find("workflows", name)
     data = _read_yaml(path)
-    _check_keys(str(path), data, {"description", "grid", "model", "run", "mosaic"})
-    grid_cfg = dict(data.get("grid") or {})
-    _check_keys(f"{path}: grid", grid_cfg, {f.name for f in fields(Grid)})
+    _check_keys(path, "", data, {"description", "grid", "model", "run", "mosaic"})
+    grid_cfg = _section(path, data, "grid")
+    _check_keys(path, "grid", grid_cfg, {f.name for f in fields(Grid)})
+    check_types(str(path), "grid", grid_cfg, field_types(Grid))
     if "crs" in grid_cfg:
         grid_cfg["crs"] = CRS_ALIASES.get(grid_cfg["crs"], grid_cfg["crs"])
         if _is_geographic(grid_cfg["crs"]):  # degrees: default origin/extent/pixel over China
             lonlat = geographic_grid()
             for key in ("resolution", "origin", "size"):
                 grid_cfg.setdefault(key, getattr(lonlat, key))
-    model_cfg = dict(data.get("model") or {})
-    _check_keys(f"{path}: model", model_cfg, ModelOptions.keys() | set(SPEC_KEYS))
+    model_cfg = _section(path, data, "model")
+    _check_keys(path, "model", model_cfg, ModelOptions.keys() | set(SPEC_KEYS))
+    check_types(str(path), "model", model_cfg, MODEL_TYPES)
+    _check_keys(path, "model.overrides", model_cfg.get("overrides") or {}, set(SPEC_TYPES))
+    check_types(str(path), "model.overrides", model_cfg.get("overrides") or {}, SPEC_TYPES)
     model_cfg = (choice or ModelChoice()).apply(model_cfg)
     if checkpoint:
         model_cfg["checkpoint"] = checkpoint
-    run_cfg = dict(data.get("run") or {})
-    _check_keys(f"{path}: run", run_cfg, {f.name for f in fields(RunOptions)})
-    mosaic_cfg = dict(data.get("mosaic") or {})
-    _check_keys(f"{path}: mosaic", mosaic_cfg, {"crs"})
+    run_cfg = _section(path, data, "run")
+    _check_keys(path, "run", run_cfg, {f.name for f in fields(RunOptions)})
+    check_types(str(path), "run", run_cfg, field_types(RunOptions))
+    mosaic_cfg = _section(path, data, "mosaic")
+    _check_keys(path, "mosaic", mosaic_cfg, {"crs"})
+    check_types(str(path), "mosaic", mosaic_cfg, {"crs": str})
     try:
         return Workflow(
             name=path.stem,
@@ -271,12 +296,16 @@ def load_workflow(name: str, checkpoint: str | None = None, choice: ModelChoice 
             run=RunOptions(**run_cfg),
             mosaic_crs=str(mosaic_cfg.get("crs", "grid")),
         )
-    except TypeError as exc:
-        raise ConfigError(f"bad value in {path}: {exc}") from None
+    except (TypeError, ConfigError) as exc:  # a value of the right type but out of range
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def load_profile(name: str) -> tuple[str, dict[str, Any]]:
-    """A cluster profile: ``(kind, settings)``; the file's single top key is the kind."""
+    """A cluster profile, its keys and values checked: ``(kind, settings)``; the single top key is the kind.
+
+    Checked here, before any command writes a run directory: an unknown key, a
+    value of the wrong type or out of range fails naming the file and the key.
+    """
     path = _find("cluster", name)
     data = _read_yaml(path)
     if len(data) != 1:
@@ -284,4 +313,10 @@ def load_profile(name: str) -> tuple[str, dict[str, Any]]:
             f"{path} must have one top-level key naming the cluster kind (e.g. 'local:')"
         )
     (kind, settings), = data.items()
+    if settings is not None and not isinstance(settings, dict):
+        raise ConfigError(f"{path}: {kind}: expected a mapping of KEY: VALUE, got {settings!r}")
+    try:
+        check_profile(str(kind), dict(settings or {}))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return str(kind), dict(settings or {})

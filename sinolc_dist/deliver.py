@@ -5,7 +5,12 @@ Cloud-Optimised GeoTIFF masked to the province polygon (``mosaic.write_cog``),
 in the grid's CRS or reprojected (``--crs``/workflow ``mosaic.crs``).  A
 province with chunks not done is skipped unless ``allow_incomplete``; one whose
 file is newer than all its chunks (and in the CRS asked for) is kept.  With a
-``distributed.Client`` the provinces are written in parallel, one task each.
+``distributed.Client`` the provinces are written in parallel, one task each; a
+province that fails (a full disk) comes back as a value, every task ends, and
+the first failure is raised as one error.  A COG's tags name the chunks it holds
+and the share imagery covered (:mod:`sinolc_dist.catalog`), nothing that differs
+between two runs of one configuration; its STAC item ``mosaics/<name>.json``
+holds the run id, folder, host and time.
 
 Then, over every provincial file the run has:
 
@@ -20,7 +25,6 @@ Then, over every provincial file the run has:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -39,7 +43,16 @@ from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist import __version__, stores
-from sinolc_dist.errors import InputError
+from sinolc_dist.catalog import (
+    CHUNKS_TAG,
+    COUNT_TAG,
+    NO_IMAGERY_TAG,
+    SHARE_TAG,
+    Contents,
+    item_path,
+    write_item,
+)
+from sinolc_dist.errors import InputError, SinolcError
 from sinolc_dist.grid import ChunkId, Grid, Window
 from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description, run_legend
 from sinolc_dist.mosaic import (
@@ -54,7 +67,7 @@ from sinolc_dist.mosaic import (
 from sinolc_dist.provinces import Province, province_by_name
 from sinolc_dist.regions import province_geometries, resolve_region, to_crs
 from sinolc_dist.rundir import RunDir, atomic_write_text
-from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
+from sinolc_dist.state import FAILED, PENDING, StateStore
 from sinolc_dist.stats import ProvinceAreas, area_method, write_tables
 
 if TYPE_CHECKING:
@@ -108,15 +121,15 @@ def mosaic_run(
     chosen = _chosen(region.provinces, provinces)
     crs_spec = crs or config.get("mosaic_crs") or "grid"
     crs_label = "grid" if target_crs(grid, crs_spec) is None else crs_spec
-    by_prov: dict[str, list[ChunkId]] = defaultdict(list)
+    contents: dict[str, Contents] = defaultdict(Contents)
     status_by_prov: dict[str, Counter[str]] = defaultdict(Counter)
     with StateStore(rundir.state) as state:
         for rec in state.records():
             for code in rec.provinces:
                 status_by_prov[code][rec.status] += 1
-                if rec.status == DONE:
-                    by_prov[code].append(rec.chunk)
+                contents[code].add(rec)
         last_done = state.last_finished()
+    by_prov = {code: c.chunks for code, c in contents.items() if c.chunks}
     if not by_prov:
         return [], [f"no finished chunks in {rundir.root}: nothing to mosaic yet (run the chunks "
                     "with `sinolc-dist run`; `sinolc-dist status` shows what failed)"]
@@ -142,11 +155,16 @@ def mosaic_run(
             notes.append(f"{prov.name_en}: {dst.name} is up to date")
             continue
         tags = {**base_tags, "SINOLC_PROVINCE": f"{prov.adcode} {prov.name_zh} {prov.name_en}",
-                "SINOLC_COMPLETE": "no" if missing else "yes"}
+                "SINOLC_COMPLETE": "no" if missing else "yes", **contents[prov.adcode].tags()}
         jobs.append(_Job(prov, dst.resolve(), union_window(grid, by_prov[prov.adcode]),
                          to_crs(geoms[prov.adcode], grid.crs), tags))
     legend = run_legend(config)
     reports = _write_all(jobs, grid, rundir.output.resolve(), crs_spec, legend, client)
+    rid, written = run_id(rundir, config), {r.path for r in reports}
+    for prov in chosen:  # the COGs written now, and any kept one whose item was lost (a full disk)
+        dst = _mosaic_path(rundir, prov.adcode, prov.name_en).resolve()
+        if dst in written or (dst.exists() and not item_path(dst).exists()):
+            write_item(dst, f"{rid}-{prov.adcode}", {"run_id": rid, "run_dir": str(rundir.root.resolve())})
     notes.extend(_national(rundir, grid, config, region.provinces, geoms, by_prov, legend))
     return reports, notes
 
@@ -167,25 +185,31 @@ def _chosen(run_provinces: tuple[Province, ...], names: Sequence[str]) -> tuple[
     return tuple(dict.fromkeys(chosen))
 
 
+def config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of what makes a run's results (workflow, grid, model, region, boundaries)."""
+    frozen = {k: config.get(k) for k in ("workflow", "grid", "model", "region", "boundaries")}
+    return hashlib.sha256(json.dumps(frozen, sort_keys=True).encode()).hexdigest()
+
+
 def run_id(rundir: RunDir, config: dict[str, Any]) -> str:
     """The run's id: ``run_id`` of run.json if present, else its folder name and a config digest."""
     if config.get("run_id"):
         return str(config["run_id"])
-    frozen = {k: config.get(k) for k in ("workflow", "grid", "model", "region", "boundaries")}
-    digest = hashlib.sha256(json.dumps(frozen, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{rundir.root.resolve().name}-{digest}"
+    return f"{rundir.root.resolve().name}-{config_digest(config)[:12]}"
 
 
 def _run_tags(rundir: RunDir, config: dict[str, Any], grid: Grid, boundaries: str) -> dict[str, str]:
-    """Provenance written into every provincial COG."""
+    """Provenance written into every provincial COG.
+
+    Nothing that differs between runs of one configuration: the run id, folder
+    and date go to the STAC item (:mod:`sinolc_dist.catalog`).
+    """
     tags = {
         "SINOLC_GRID": json.dumps(grid.to_dict()),
         "SINOLC_MODEL_SHA256": config["model"]["sha256"],
         "SINOLC_VERSION": __version__,
-        "SINOLC_RUN": str(rundir.root.resolve()),
-        "SINOLC_RUN_ID": run_id(rundir, config),
+        "SINOLC_CONFIG_SHA256": config_digest(config),
         "SINOLC_BOUNDARIES": boundaries,
-        "SINOLC_DATE": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     if (rundir.input / "zarr.json").exists():
         source = zarr.open_group(rundir.input, mode="r", zarr_format=3).attrs.get("sinolc_source")
@@ -201,15 +225,44 @@ def _province_cog(dst: Path, grid: Grid, output: Path, window: Window, mask: Bas
                      tags=tags, crs=crs, legend=legend)
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """A province's expected failure on a worker, returned as a value, not raised there.
+
+    A raised error would be logged by the worker as "Compute Failed" with its
+    traceback, and would end the gather while other provinces are still writing.
+    """
+
+    kind: type[SinolcError]
+    message: str
+
+
+def _province_task(*args: Any) -> CogReport | _Refused:
+    """:func:`_province_cog` as a cluster task: a :class:`SinolcError` comes back as a :class:`_Refused`."""
+    try:
+        return _province_cog(*args)
+    except SinolcError as exc:
+        return _Refused(type(exc), str(exc))
+
+
 def _write_all(jobs: list[_Job], grid: Grid, output: Path, crs: str, legend: Legend,
                client: Client | None) -> list[CogReport]:
-    """Write the provinces' COGs: one task each on ``client``, else one after the other."""
+    """Write the provinces' COGs: one task each on ``client``, else one after the other.
+
+    On a cluster every task runs to its end (a finished COG is kept, a failed one
+    leaves nothing) before the first failure is raised here, naming how many failed.
+    """
     args = [(j.dst, grid, output, j.window, j.mask, j.tags, crs, legend) for j in jobs]
     if client is None:
         return [_province_cog(*a) for a in args]
-    futures = [client.submit(_province_cog, *a, key=f"mosaic-{j.province.adcode}")
+    futures = [client.submit(_province_task, *a, key=f"mosaic-{j.province.adcode}")
                for j, a in zip(jobs, args, strict=True)]
-    return list(client.gather(futures))
+    results = client.gather(futures)
+    refused = [r for r in results if isinstance(r, _Refused)]
+    if refused:
+        more = f" ({len(refused) - 1} other province(s) failed too)" if len(refused) > 1 else ""
+        raise refused[0].kind(refused[0].message + more)
+    return results
 
 
 def _tags(path: Path) -> dict[str, str]:
@@ -235,7 +288,10 @@ def _national(
                               union_window(grid, by_prov[prov.adcode]),
                               to_crs(geoms[prov.adcode], grid.crs))
         rows.append(ProvinceAreas(prov.adcode, prov.name_en, prov.name_zh,
-                                  tags.get("SINOLC_COMPLETE") == "yes", path.name, km2))
+                                  tags.get("SINOLC_COMPLETE") == "yes", path.name, km2,
+                                  tags.get(CHUNKS_TAG, ""), int(tags.get(COUNT_TAG, 0)),
+                                  int(tags.get(NO_IMAGERY_TAG, 0)),
+                                  float(tags[SHARE_TAG]) if SHARE_TAG in tags else None))
     meta = {"run_id": run_id(rundir, config), "grid_crs": grid.pyproj_crs.to_wkt(),
             "area_method": area_method(grid.pyproj_crs)}
     csv_path, json_path = write_tables(rundir.root / "stats", rows, meta, legend)

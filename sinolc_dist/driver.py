@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 from distributed import Client, as_completed
 
 from sinolc_dist.engine import ModelRef, ShardTask, run_shard
+from sinolc_dist.errors import Interrupted
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest.sources import ImageryIndex
 from sinolc_dist.state import ChunkResult, StateStore
@@ -58,6 +63,49 @@ class RunReport:
     def px_per_s(self) -> float:
         """Pixels classified per second of wall time."""
         return self.pixels / self.seconds if self.seconds else 0.0
+
+
+class Interrupt(BaseException):  # like KeyboardInterrupt: the dispatch's `except Exception` lets it by
+    """SIGINT or SIGTERM in the driver's main thread, raised where the driver stands."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interruptible(done: Callable[[], int]) -> Iterator[None]:
+    """Turn SIGINT and SIGTERM inside the block into :class:`Interrupted` once the block has unwound.
+
+    The first signal raises :class:`Interrupt` where the driver stands, so what
+    encloses the block cleans up on the way out (the dispatch flushes its results
+    to the state, ``open_cluster`` cancels the worker jobs); later ones are
+    ignored until then.  The error says how many chunks ``done()`` counts and
+    exits 130 or 143.  dask-jobqueue's own SIGINT handler (``sys.exit()``: exit 0,
+    not a word) is set aside meanwhile.  Outside the main thread nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Interrupt(signum)
+        log.warning("%s while stopping: ignored, the state is being flushed and the worker jobs "
+                    "cancelled", signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except Interrupt as exc:
+        message = f"interrupted: {done()} chunks done, resume with the same command"
+        log.error("%s (%s; state flushed, worker jobs cancelled)", message, exc)
+        raise Interrupted(message, exc.signum) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def shard_tasks(
@@ -134,42 +182,44 @@ def dispatch(
         report.seconds = time.time() - t_start
         on_progress(report)
 
-    for _ in range(max_in_flight):
-        if not submit_next():
-            break
-    for fut in seq:
-        task = futures.pop(fut)
-        try:
-            results = fut.result()
-        except Exception as exc:  # the task itself died (worker lost, KilledWorker, ...)
-            reason = f"{type(exc).__name__}: {exc}"
-            results = [ChunkResult(c, False, error=reason) for c in task.chunks]
-        retry: list[ChunkId] = []
-        for r in results:
-            attempts[r.chunk] += 1
-            if r.ok:
-                report.done += 1
-                w = task.grid.chunk_window(r.chunk)
-                report.pixels += w.height * w.width
-                pending.append(ChunkResult(r.chunk, True, r.worker, r.started, r.seconds,
-                                           r.checksum, attempts=attempts[r.chunk]))
-                log.info("chunk %s done on %s in %.2fs", r.chunk.key, r.worker, r.seconds)
-            elif attempts[r.chunk] <= retries:
-                retry.append(r.chunk)
-                report.retried += 1
-                log.warning("chunk %s failed (attempt %d), retrying: %s",
-                            r.chunk.key, attempts[r.chunk], r.error)
-            else:
-                report.failed += 1
-                report.errors[r.chunk.key] = r.error
-                pending.append(ChunkResult(r.chunk, False, r.worker, r.started, r.seconds,
-                                           error=r.error, attempts=attempts[r.chunk]))
-                log.error("chunk %s failed after %d attempts: %s",
-                          r.chunk.key, attempts[r.chunk], r.error)
-        if retry:
-            backlog.append(dataclasses.replace(task, chunks=tuple(retry)))
-        submit_next()
-        if len(pending) >= 256 or time.time() - last_flush > 1.0:
-            flush()
-    flush()
+    try:
+        for _ in range(max_in_flight):
+            if not submit_next():
+                break
+        for fut in seq:
+            task = futures.pop(fut)
+            try:
+                results = fut.result()
+            except Exception as exc:  # the task itself died (worker lost, KilledWorker, ...)
+                reason = f"{type(exc).__name__}: {exc}"
+                results = [ChunkResult(c, False, error=reason) for c in task.chunks]
+            retry: list[ChunkId] = []
+            for r in results:
+                attempts[r.chunk] += 1
+                if r.ok:
+                    report.done += 1
+                    w = task.grid.chunk_window(r.chunk)
+                    report.pixels += w.height * w.width
+                    pending.append(ChunkResult(r.chunk, True, r.worker, r.started, r.seconds,
+                                               r.checksum, attempts=attempts[r.chunk]))
+                    log.info("chunk %s done on %s in %.2fs", r.chunk.key, r.worker, r.seconds)
+                elif attempts[r.chunk] <= retries and not r.deterministic:  # a corrupt file fails at once
+                    retry.append(r.chunk)
+                    report.retried += 1
+                    log.warning("chunk %s failed (attempt %d), retrying: %s",
+                                r.chunk.key, attempts[r.chunk], r.error)
+                else:
+                    report.failed += 1
+                    report.errors[r.chunk.key] = r.error
+                    pending.append(ChunkResult(r.chunk, False, r.worker, r.started, r.seconds,
+                                               error=r.error, attempts=attempts[r.chunk]))
+                    log.error("chunk %s failed after %d attempts: %s",
+                              r.chunk.key, attempts[r.chunk], r.error)
+            if retry:
+                backlog.append(dataclasses.replace(task, chunks=tuple(retry)))
+            submit_next()
+            if len(pending) >= 256 or time.time() - last_flush > 1.0:
+                flush()
+    finally:  # an interrupt (or any error) keeps every result already returned
+        flush()
     return report

@@ -28,8 +28,6 @@ once per worker process and cached.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -46,12 +44,13 @@ from sinolc_dist import stores
 from sinolc_dist.blend import blend_chunk
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import ChunkId, Grid, Window
+from sinolc_dist.ingest.pixels import SourceReadError
 from sinolc_dist.ingest.sources import MosaicOptions, Source
 from sinolc_dist.ingest.warp import fill_window
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
 from sinolc_dist.patches import chip_batch, forward, lattice, patch_logits, patch_size
-from sinolc_dist.state import ChunkResult
+from sinolc_dist.state import ChunkResult, worker_label
 from sinolc_dist.stores import CONFIDENCE_ARRAY
 
 #: Chunk reads a shard task keeps in flight ahead of the chunk being computed.
@@ -246,7 +245,7 @@ def compute_shard(task: ShardTask) -> ShardOutput:
         outs = [np.zeros((shard_win.height, shard_win.width), np.uint8) for _ in targets]
     else:  # keep the other chunks' earlier results: the whole shard is rewritten
         outs = [stores.read_window(arr, shard_win) for arr in targets]
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = worker_label()
     results: list[ChunkResult] = []
     try:
         with ThreadPoolExecutor(1) as reader:
@@ -259,7 +258,8 @@ def compute_shard(task: ShardTask) -> ShardOutput:
                         arrays = classify_chunk_with_confidence(model, grid, cid, fut.result())
                 except Exception as exc:  # reported per chunk; the driver retries or marks failed
                     results.append(ChunkResult(cid, False, worker, t0, time.time() - t0,
-                                               error=f"{type(exc).__name__}: {exc}"))
+                                               error=f"{type(exc).__name__}: {exc}",
+                                               deterministic=isinstance(exc, SourceReadError)))
                     continue
                 w = grid.chunk_window(cid)
                 for out, arr in zip(outs, arrays, strict=True):

@@ -38,3 +38,14 @@ class ChunkFailures(SinolcError):
     def __init__(self, message: str, summary: object = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class Interrupted(SinolcError):
+    """The driver got SIGINT or SIGTERM: state flushed, worker jobs cancelled; the same command resumes.
+
+    The exit code is the shell's for the signal: 130 (SIGINT), 143 (SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -8,6 +8,7 @@ the job's log) and naming the profile key to change.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 from dask_jobqueue.core import Job
 from distributed.core import Status
 
+log = logging.getLogger("sinolc_dist.clusters")
 _ALL = ("slurm", "pbs", "sge")
 #: What a scheduler's message is about → the profile key(s) to change, per kind (first match wins).
 _CAUSES: list[tuple[str, dict[str, str]]] = [
@@ -190,6 +192,7 @@ def watched(job_cls: type[Job], kind: str) -> type[Job]:
     class Watched(job_cls):  # type: ignore[misc,valid-type]
         submitted: ClassVar[list[str]] = []
         refusals: ClassVar[list[str]] = []
+        gone: ClassVar[list[str]] = []  # lost or retired workers to replace (sinolc_dist.joblog)
 
         async def _submit_job(self, script_filename: str) -> str:
             # qsub runs in the log directory: SLURM's PBS wrappers (slurm-wlm-torque) put the
@@ -206,6 +209,8 @@ def watched(job_cls: type[Job], kind: str) -> type[Job]:
                 self.status = Status.failed  # SpecCluster.close() asserts a started job's status
                 raise
             type(self).submitted.append(str(self.job_id))
+            replacing = f", replacing {type(self).gone.pop(0)}" if type(self).gone else ""
+            log.info("%s worker job %s submitted (%s)%s", kind, self.job_id, self.submit_command, replacing)
 
         async def close(self) -> None:
             await super().close()

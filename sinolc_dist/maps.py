@@ -43,12 +43,12 @@ from sinolc_dist.plan import Plan
 from sinolc_dist.provinces import province_by_name
 from sinolc_dist.regions import province_geometries, to_crs
 from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
+from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 
 #: Plan map values: 1 = chunk in one province (or none), 2 = chunk on a border.
 _PLAN_COLOURS = ("#79a9cf", "#f5aa60")
 #: Status map values, 1..3 in this order.
-_STATUS_COLOURS = {PENDING: "#c8c8c8", DONE: "#5cb85c", FAILED: "#d62728"}
+_STATUS_COLOURS = {PENDING: "#c8c8c8", DONE: "#5cb85c", FAILED: "#d62728", NO_IMAGERY: "#9467bd"}
 _OUTLINE = "#303030"
 
 
@@ -108,7 +108,7 @@ def plan_map(plan: Plan, path: Path) -> Path:
 
 
 def status_map(run_dir: Path, path: Path) -> Path:
-    """Draw a run's chunks coloured by state (pending, done, failed) as a PNG; returns ``path``.
+    """Draw a run's chunks coloured by state (pending, done, failed, no-imagery) as a PNG; returns ``path``.
 
     Reads the frozen ``run.json`` (grid, region, boundaries) and ``state.sqlite``
     without changing either, so it is safe while a driver runs.
@@ -143,7 +143,8 @@ def status_map(run_dir: Path, path: Path) -> Path:
                for status, colour in _STATUS_COLOURS.items()]
     handles.append(Line2D([], [], color=_OUTLINE, linewidth=0.8, label="province outline"))
     _legend(ax, handles)
-    summary = ", ".join(f"{counts[codes[s]]:,} {s}" for s in (DONE, FAILED, PENDING))
+    summary = ", ".join(f"{counts[codes[s]]:,} {s}" for s in (DONE, FAILED, PENDING, NO_IMAGERY)
+                        if s != NO_IMAGERY or counts[codes[s]])
     ax.set_title(f"run {_region_label(str(config.get('region', '')))}: {summary}")
     return _save(fig, ax, view, path)
 
@@ -239,8 +240,8 @@ def _save(fig: Figure, ax: Axes, view: tuple[float, float, float, float], path: 
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write map {path}: {exc.strerror or exc}; "
-                         "free space or give a writable path for --map") from None
+        raise InputError(f"cannot write map {path}: {exc.strerror or exc}; free space on its file "
+                         "system or make it writable, then run the same command again") from None
     return path
 
 

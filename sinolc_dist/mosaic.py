@@ -9,9 +9,10 @@ the class areas (:mod:`sinolc_dist.stats`) and into the overview levels (2 x 2
 class mode, :mod:`sinolc_dist.pyramid`), writes a tiled ZSTD staging GeoTIFF,
 turns it into a COG with GDAL's COG driver, validates it with ``rio_cogeo`` and
 only then renames it to its final name, so a reader never sees a half-written
-file there.  Asked for another CRS (``EPSG:4326``), the COG driver reprojects
-the stage with nearest neighbour onto a lattice shared by every province and
-builds ``MODE`` overviews itself.
+file there (GDAL's and libtiff's messages are caught meanwhile, and any one of
+them fails the write: :mod:`sinolc_dist.gdal_errors`).  Asked for another CRS
+(``EPSG:4326``), the COG driver reprojects the stage with nearest neighbour
+onto a lattice shared by every province and builds ``MODE`` overviews itself.
 
 Why not ``rio_cogeo.cog_translate``: it copies the image once more through
 Python and was about twice as slow; GDAL's own ``MODE`` overviews took half of
@@ -32,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -53,6 +53,7 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.errors import ConfigError, InputError
+from sinolc_dist.gdal_errors import caught_gdal_errors, write_failure
 from sinolc_dist.grid import CHINA_ALBERS, DEGREE_METRE, ChunkId, Grid, Window, geographic_grid
 from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description
 from sinolc_dist.pyramid import Pyramid, layout
@@ -195,13 +196,17 @@ def write_cog(
     all_tags = {"OVERVIEW_RESAMPLING": "MODE", CRS_TAG: "grid" if out_crs is None else str(crs),
                 **(tags or {})}
     own = factors if out_crs is None else []
+    caught: list[str] = []
     try:
-        pyramid, km2 = _write_stage(stage, grid, classes, win, geometry, all_tags, tile, own, legend)
-        source = pyramid.vrt(stage.with_suffix(".vrt")) if own else stage
-        rasterio.shutil.copy(
-            source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=tile,
-            OVERVIEW_RESAMPLING="MODE", SPARSE_OK=True, BIGTIFF="IF_SAFER", **options,
-        )
+        with caught_gdal_errors() as caught:
+            pyramid, km2 = _write_stage(stage, grid, classes, win, geometry, all_tags, tile, own, legend)
+            source = pyramid.vrt(stage.with_suffix(".vrt")) if own else stage
+            rasterio.shutil.copy(
+                source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=tile,
+                OVERVIEW_RESAMPLING="MODE", SPARSE_OK=True, BIGTIFF="IF_SAFER", **options,
+            )
+        if caught:  # GDAL may finish a file whose writes failed: never rename one into place
+            raise OSError(caught[0])
         valid, errors, _ = cog_validate(partial, quiet=True)
         if not valid:
             raise RuntimeError(f"rio-cogeo rejects the COG made for {dst}: {'; '.join(errors)}")
@@ -210,13 +215,7 @@ def write_cog(
             width, height = src.width, src.height
         os.replace(partial, dst)
     except (OSError, RasterioError, CPLE_BaseError) as exc:
-        detail = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
-        free = ", ".join(f"{f} has {shutil.disk_usage(f).free >> 20} MiB free"
-                         for f in dict.fromkeys((folder, scratch)))
-        raise InputError(
-            f"writing {dst} failed ({detail}; {free}); nothing was left under that name: "
-            "free space or fix access there, then rerun the mosaic"
-        ) from None
+        raise write_failure(dst, exc, caught, classes, win, (folder, scratch)) from None
     finally:
         for leftover in {*scratch.glob(f".{dst.name}.{token}.*"), *folder.glob(f".{dst.name}.{token}.*")}:
             leftover.unlink(missing_ok=True)

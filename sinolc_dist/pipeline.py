@@ -10,32 +10,32 @@ here knows a scheduler.
 from __future__ import annotations
 
 import logging
-import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sinolc_dist import stores
 from sinolc_dist.clusters import open_cluster
 from sinolc_dist.config import ModelChoice, Workflow, load_profile, load_workflow
 from sinolc_dist.config import model_ref as model_ref_from
-from sinolc_dist.deliver import mosaic_run
-from sinolc_dist.driver import RunReport, dispatch, shard_tasks
+from sinolc_dist.coverage import apply_run_coverage, require_overlap, run_index
+from sinolc_dist.driver import RunReport, dispatch, interruptible, shard_tasks
 from sinolc_dist.engine import compute_shard, write_shard
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest import ImageryIndex, MosaicOptions, build_index
 from sinolc_dist.legend import Legend, load_legend
-from sinolc_dist.models.loader import check_model
+from sinolc_dist.lifecycle import driver_session, mosaic_stage
+from sinolc_dist.models.checkpoint import ModelSpec
+from sinolc_dist.models.loader import ModelRef, check_model
 from sinolc_dist.mosaic import CogReport
 from sinolc_dist.patches import ENGINE_TOPIC
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.profiles import task_resources, torch_threads
-from sinolc_dist.regions import resolve_region
-from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, FAILED, PENDING, STATUSES, StateStore
+from sinolc_dist.regions import Region, resolve_region
+from sinolc_dist.rundir import RunDir, check_frozen
+from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 from sinolc_dist.verify import stale_chunks
 
 log = logging.getLogger("sinolc_dist")
@@ -65,11 +65,19 @@ class RunSummary:
 
     rundir: RunDir
     dashboard: str = ""
+    scheduler: str = ""
     planned: int = 0
     skipped: int = 0
     report: RunReport = field(default_factory=RunReport)
     mosaics: list[CogReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+class _DriverLog(logging.FileHandler):
+    """``logs/driver.log``, where a line that cannot be written (a full disk) is lost without a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Drop the line quietly: the error that stops the driver reaches the console on its own."""
 
 
 def setup_logging(rundir: RunDir) -> None:
@@ -78,7 +86,7 @@ def setup_logging(rundir: RunDir) -> None:
     logger = logging.getLogger("sinolc_dist")
     target = str((rundir.logs / "driver.log").resolve())
     if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
-        handler = logging.FileHandler(target)
+        handler = _DriverLog(target)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -125,10 +133,45 @@ def _imagery_gate(rundir: RunDir, state: StateStore) -> tuple[set[ChunkId], list
         return set(), []
     with StateStore(rundir.ingest_state) as ingest:
         ingested = ingest.finished()
-        planned = set(ingest.chunk_ids())
+        planned = set(ingest.chunk_ids()) - set(ingest.chunk_ids(NO_IMAGERY))
     waiting = planned - set(ingested)
     changed = sorted(c for c, t in state.finished().items() if ingested.get(c, 0.0) > t)
     return waiting, changed
+
+
+class CheckedRun(NamedTuple):
+    """A run request with every argument checked: what :func:`run` (and ``submit``) starts from."""
+
+    wf: Workflow
+    kind: str
+    settings: dict[str, Any]
+    region: Region
+    model: dict[str, Any]
+    model_ref: ModelRef
+    spec: ModelSpec
+    model_notes: list[str]
+    imagery: ImageryIndex | None
+
+
+def check_run(req: RunRequest) -> CheckedRun:
+    """Check every argument of a run (workflow, profile, region, model file, imagery), writing nothing.
+
+    ``run`` and ``submit`` both call it first, so a mistake fails the same way,
+    before a run directory is touched (or a driver job waits in a queue).
+    """
+    wf = load_workflow(req.workflow, req.checkpoint, req.model)
+    kind, settings = load_profile(req.cluster)
+    region = resolve_region(req.region, req.boundaries)
+    model = wf.model.identify()
+    model_ref = model_ref_from(model, torch_threads(settings))
+    spec, model_notes = check_model(model_ref, wf.grid)
+    imagery = _direct_imagery(req, wf.grid, len(spec.bands))
+    check_frozen(RunDir(Path(req.run_dir)).config, _frozen_config(req, wf, model, load_legend(spec.legend)),
+                 COMPATIBLE)  # a run directory started otherwise is refused as `run` would refuse it
+    index = run_index(req.run_dir, imagery)  # the imagery must meet the region: checked before any write
+    if index is not None:
+        require_overlap(index, region, wf.grid, "run --imagery" if imagery else "the ingested imagery")
+    return CheckedRun(wf, kind, settings, region, model, model_ref, spec, model_notes, imagery)
 
 
 def run(
@@ -139,22 +182,18 @@ def run(
     """Start or resume a run: plan once, infer the pending chunks, mosaic.
 
     ``only`` restricts the work to given chunks (used by :func:`rerun`).
-    Raises :class:`ChunkFailures` at the end when chunks failed.
+    Chunks the imagery does not touch are recorded ``no-imagery`` before dispatch.
+    Raises :class:`ChunkFailures` at the end when chunks failed or were left pending
+    (one reason each), and
+    :class:`~sinolc_dist.errors.Interrupted` on SIGINT/SIGTERM (results recorded, worker jobs cancelled).
     """
-    # Every argument is checked before anything is written.
-    wf = load_workflow(req.workflow, req.checkpoint, req.model)
-    kind, settings = load_profile(req.cluster)
-    region = resolve_region(req.region, req.boundaries)
-    model = wf.model.identify()
-    model_ref = model_ref_from(model, torch_threads(settings))
-    spec, model_notes = check_model(model_ref, wf.grid)
-    imagery = _direct_imagery(req, wf.grid, len(spec.bands))
-    rundir = RunDir(Path(req.run_dir)).create()
+    wf, kind, settings, region, model, model_ref, spec, model_notes, imagery = check_run(req)
+    rundir = RunDir(Path(req.run_dir).absolute()).create()  # tasks and job scripts carry absolute paths
     setup_logging(rundir)
     summary = RunSummary(rundir, notes=list(model_notes))
     for note in model_notes:
         log.warning(note)
-    with rundir.driver_lock():
+    with driver_session(rundir, "run"):
         config = rundir.freeze(_frozen_config(req, wf, model, load_legend(spec.legend)), COMPATIBLE)
         grid = Grid.from_dict(config["grid"])
         with StateStore(rundir.state) as state:
@@ -178,22 +217,26 @@ def run(
             stores.create_store(rundir.output, grid, "output",
                                 attrs={"sinolc_model_sha256": config["model"]["sha256"]},
                                 confidence=bool(config["model"].get("confidence")))
-            stale = stale_chunks(state, grid, rundir.output)
+            stale = stale_chunks(state, grid, rundir.output,  # a damaged sample widens on the cluster
+                                 widen_on=lambda: open_cluster(kind, settings, rundir.root))
             if stale:
                 state.reset(stale)
-                log.warning("%d chunk(s) recorded done have missing or different output: %s",
+                log.warning("%d chunk(s) recorded done have missing, unreadable or different output: %s",
                             len(stale), ", ".join(c.key for c in stale[:20]))
-                summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing or different "
-                                     "output and were recomputed (see logs/driver.log)")
+                summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing, unreadable or "
+                                     "different output and were recomputed (see logs/driver.log)")
             waiting, changed = _imagery_gate(rundir, state) if imagery is None else (set(), [])
             if changed:
                 state.reset(changed)
                 summary.notes.append(f"{len(changed)} chunk(s) were classified before their imagery "
                                      "was ingested again and were recomputed")
+            summary.notes += apply_run_coverage(rundir, grid, state, direct=imagery is not None)
             counts = state.count()
             summary.planned = sum(counts.values())
-            todo = state.chunk_ids(PENDING) if only is None else sorted(set(only) | set(stale) | set(changed))
-            if waiting & set(todo):
+            todo = state.chunk_ids(PENDING) if only is None else sorted(
+                (set(only) | set(stale) | set(changed)) - set(state.chunk_ids(NO_IMAGERY)))
+            left_waiting = waiting & set(todo)
+            if left_waiting:
                 todo = [c for c in todo if c not in waiting]
                 summary.notes.append(
                     f"{len(waiting)} chunk(s) have no ingested imagery yet (pending or failed in "
@@ -209,8 +252,10 @@ def run(
             log.info("run %s: %d planned, %d done, %d to do", rundir.root, summary.planned,
                      counts[DONE], len(todo))
             if todo:
-                with open_cluster(kind, settings, rundir.root) as client:
+                with interruptible(lambda: state.count()[DONE]), \
+                        open_cluster(kind, settings, rundir.root) as client:
                     summary.dashboard = client.dashboard_link
+                    summary.scheduler = client.scheduler.address
                     client.subscribe_topic(ENGINE_TOPIC, lambda event: log.info("worker %s", event[1]))
                     on_start(summary)
                     tasks = shard_tasks(grid, todo, str(rundir.input), str(rundir.output),
@@ -221,20 +266,36 @@ def run(
                         work=compute_shard, finish=write_shard, resources=task_resources(settings),
                     )
                     if req.mosaic:  # provinces in parallel on the run's own cluster
-                        summary.mosaics, notes = mosaic_run(rundir, client=client)
+                        summary.mosaics, notes = mosaic_stage(rundir, client=client)
                         summary.notes.extend(notes)
             else:
                 on_start(summary)
                 if req.mosaic:  # nothing was computed: only stale or missing files are written
-                    summary.mosaics, notes = mosaic_run(rundir)
+                    summary.mosaics, notes = mosaic_stage(rundir)
                     summary.notes.extend(notes)
-    if summary.report.failed:
-        raise ChunkFailures(
-            f"{summary.report.failed} chunk(s) failed (see `sinolc-dist status --run-dir "
-            f"{rundir.root}`); fix the cause and run `sinolc-dist rerun --run-dir {rundir.root} "
-            "--failed`", summary
-        )
+        unfinished = _unfinished(rundir, summary.report.failed, counts[FAILED] if only is None else 0,
+                                 left_waiting)
+        if unfinished:  # inside the session: the driver's end records it
+            raise ChunkFailures(unfinished, summary)
     return summary
+
+
+def _unfinished(rundir: RunDir, failed_now: int, failed_before: int, waiting: set[ChunkId]) -> str:
+    """The one-line error of a run that ends with chunks failed or pending, one reason each ('' if none)."""
+    reasons = []
+    if failed_now:
+        reasons.append(f"{failed_now} failed now (`sinolc-dist status --run-dir {rundir.root}` says why)")
+    if failed_before:
+        reasons.append(f"{failed_before} failed earlier, not retried by `run`")
+    if failed_now or failed_before:
+        reasons[-1] += f": fix the cause and run `sinolc-dist rerun --run-dir {rundir.root} --failed`"
+    if waiting:
+        with StateStore(rundir.ingest_state) as ingest:
+            in_ingest = ingest.count()
+        reasons.append(f"{len(waiting)} left pending without ingested imagery ({in_ingest[FAILED]} failed, "
+                       f"{in_ingest[PENDING]} pending in {rundir.ingest_state.name}): complete "
+                       "`sinolc-dist ingest`, then run again")
+    return f"chunk(s) not classified: {'; '.join(reasons)}" if reasons else ""
 
 
 def rerun(
@@ -264,41 +325,3 @@ def rerun(
                      cluster or config["cluster"], model["checkpoint"], config["boundaries"],
                      model=choice, imagery=tuple(config.get("imagery") or ()), zoom=config.get("zoom"))
     return run(req, only=sorted(wanted), **callbacks)
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """Per-province and total chunk counts, recent throughput, ETA and frequent errors."""
-
-    total: dict[str, int]
-    provinces: dict[str, dict[str, int]]
-    errors: list[tuple[str, int]]
-    chunks_per_hour: float = 0.0
-    km2_per_hour: float = 0.0
-    eta_hours: float | None = None
-    updated: float = field(default_factory=time.time)
-
-
-def status(run_dir: Path) -> StatusReport:
-    """Read a run's state without touching anything."""
-    rundir = RunDir(Path(run_dir)).require()
-    grid = Grid.from_dict(rundir.read_config()["grid"])
-    total: Counter[str] = Counter(dict.fromkeys(STATUSES, 0))
-    provinces: dict[str, Counter[str]] = defaultdict(Counter)
-    errors: Counter[str] = Counter()
-    with StateStore(rundir.state) as state:
-        for codes, status_, n in state.status_groups():
-            total[status_] += n
-            for code in codes:
-                provinces[code][status_] += n
-        for error, n in state.error_counts():
-            errors[error.split("\n")[0][:200]] += n
-        rate, _ = state.throughput()
-    per_hour = rate * 3600
-    km2_per_chunk = (grid.chunk * grid.resolution) ** 2 / 1e6 if not grid.pyproj_crs.is_geographic \
-        else (grid.chunk * grid.resolution * 111.32) ** 2
-    return StatusReport(
-        dict(total), {k: dict(v) for k, v in provinces.items()}, errors.most_common(5),
-        chunks_per_hour=per_hour, km2_per_hour=per_hour * km2_per_chunk,
-        eta_hours=total[PENDING] / per_hour if per_hour else None,
-    )

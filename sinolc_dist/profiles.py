@@ -10,6 +10,7 @@ scheduler command missing from PATH is a :class:`ConfigError` naming the key.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import dask_jobqueue
 from dask.utils import parse_bytes
 from dask_jobqueue.core import Job, JobQueueCluster
+from distributed import LocalCluster, Nanny
 
 from sinolc_dist.errors import ConfigError
 
@@ -35,6 +37,10 @@ _SET_HERE = {"self", "kwargs", "base_class_kwargs", "job_kwargs", "scheduler", "
 _RENAMED = {"extra": "worker_extra_args", "env_extra": "job_script_prologue",
             "job_extra": "job_extra_directives", "header_skip": "job_directives_skip"}
 _LISTS = ("worker_extra_args", "job_extra_directives", "job_script_prologue", "job_directives_skip")
+#: Keys whose value is a string (a number or a list there is a mistake: an unquoted value in YAML).
+_STRINGS = {"queue", "account", "project", "interface", "host", "dashboard_address", "job_name",
+            "log_directory", "local_directory", "python", "resource_spec", "job_mem", "config_name",
+            "shebang"}
 #: Seconds to wait for the first worker job to be accepted (or refused) by the scheduler.
 SUBMIT_WAIT = 30.0
 
@@ -127,8 +133,48 @@ def _bytes(v: object) -> int:
         return -1
 
 
+def local_keys() -> set[str]:
+    """Keys a local profile may hold: the arguments of ``LocalCluster``, of its nannies, and ours."""
+    params = {p for f in (LocalCluster.__init__, Nanny.__init__) for p in inspect.signature(f).parameters}
+    return (params - {"self", "loop", "asynchronous", "worker_kwargs"}) | LOCAL_EXTRA
+
+
+def _check_local(settings: dict[str, Any]) -> None:
+    unknown = set(settings) - local_keys()
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in the local cluster profile; "
+                          f"valid keys: {', '.join(sorted(local_keys()))}")
+    s = settings
+    for key, low in (("n_workers", 1), ("threads_per_worker", 1), ("torch_threads", 0)):
+        if s.get(key) is not None and (not _is_int(s[key]) or s[key] < low):
+            raise _bad(s, key, f"must be an integer >= {low}")
+    if s.get("processes") is not None and not isinstance(s["processes"], bool):
+        raise _bad(s, "processes", "must be true (a process per worker) or false (threads)")
+    limit = s.get("memory_limit")
+    if limit is not None and limit != "auto" and (isinstance(limit, bool) or _bytes(limit) <= 0):
+        raise _bad(s, "memory_limit", "must be 'auto' or a positive size such as '8GB'")
+    _check_strings(s)
+
+
+def _bad(settings: dict[str, Any], key: str, why: str) -> ConfigError:
+    return ConfigError(f"cluster profile key {key!r} {why} (got {settings[key]!r})")
+
+
+def _check_strings(settings: dict[str, Any]) -> None:
+    for key in sorted(_STRINGS & set(settings)):
+        if settings[key] is not None and not isinstance(settings[key], str):
+            raise _bad(settings, key, "must be a string (quote it in the YAML)")
+
+
 def check_profile(kind: str, settings: dict[str, Any]) -> None:
-    """Refuse unknown keys and impossible values of a batch profile, naming the key."""
+    """Refuse an unknown kind, unknown keys and values of the wrong type or range, naming the key.
+
+    Every key a profile of ``kind`` (``local`` or a batch kind) may hold is
+    checked here, so that nothing fails after a run directory is written.
+    """
+    if kind == "local":
+        _check_local(settings)
+        return
     unknown = set(settings) - valid_keys(kind)
     if unknown:
         renamed = {k: _renamed(kind)[k] for k in unknown if k in _renamed(kind)}
@@ -136,10 +182,8 @@ def check_profile(kind: str, settings: dict[str, Any]) -> None:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in the {kind} cluster profile{hint}; "
                           f"valid keys: {', '.join(sorted(valid_keys(kind)))}")
 
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"cluster profile key {key!r} {why} (got {settings[key]!r})")
-
     s = settings
+    bad = functools.partial(_bad, s)
     for key, low in (("cores", 1), ("processes", 1), ("job_cpu", 1), ("maximum_jobs", 1),
                      ("minimum_jobs", 0), ("torch_threads", 0), ("give_up_after", 1)):
         if key in s and s[key] is not None and (not _is_int(s[key]) or s[key] < low):
@@ -161,6 +205,9 @@ def check_profile(kind: str, settings: dict[str, Any]) -> None:
             raise bad(key, "must be a list of strings")
     if "tls" in s and not isinstance(s["tls"], bool):
         raise bad("tls", "must be true or false")
+    if s.get("scheduler_options") is not None and not isinstance(s["scheduler_options"], dict):
+        raise bad("scheduler_options", "must be a mapping of KEY: VALUE")
+    _check_strings(s)
     if kind == "pbs" and isinstance(s.get("resource_spec"), str):
         _check_pbs_request(s)
 

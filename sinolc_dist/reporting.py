@@ -30,11 +30,13 @@ class ProgressDisplay:
         self.last = 0.0
 
     def start(self, summary: Any) -> None:
-        """Print where the run is and what is already done, and the dashboard's address."""
+        """Print where the run is and what is already done, the dashboard's and scheduler's addresses."""
         console.print(f"run directory: {summary.rundir.root.resolve()}")
         console.print(f"chunks planned: {summary.planned}, already done: {summary.skipped}")
         if summary.dashboard:
             console.print(f"dashboard: {summary.dashboard}")
+        if summary.scheduler:
+            console.print(f"scheduler: {summary.scheduler}")
 
     def update(self, report: RunReport, total: int) -> None:
         """Show chunks done/failed, throughput and the ETA."""

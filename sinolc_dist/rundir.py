@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,6 +81,23 @@ def check_frozen(path: Path, config: dict[str, Any], compatible_keys: frozenset[
             f"({'; '.join(diffs)}); resume with the original settings or use a new --run-dir"
         )
     return {**frozen, **{k: config[k] for k in compatible_keys if k in config}}
+
+
+def _flock_briefly(fd: int, tries: int = 10, pause_s: float = 0.05) -> None:
+    """Take the exclusive lock, waiting up to ``tries × pause_s`` for a passing reader.
+
+    ``status`` probes the lock with a shared ``flock`` held for microseconds
+    (:meth:`RunDir.driver_holder`); a driver starting at that instant must not be
+    refused.  Raises ``BlockingIOError`` when a driver still holds it.
+    """
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause_s)
 
 
 @dataclass(frozen=True)
@@ -190,11 +208,14 @@ class RunDir:
         driver dies, so a lock left by a dead driver is taken over; a live one is
         refused with its host, PID and start time.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._lock_error(exc) from None
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_briefly(fd)
             except BlockingIOError:
                 holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
                 try:
@@ -211,8 +232,11 @@ class RunDir:
                 "pid": os.getpid(),
                 "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info).encode(), 0)
+            except OSError as exc:
+                raise self._lock_error(exc) from None
             try:
                 yield
             finally:
@@ -220,3 +244,39 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    @property
+    def driver_record(self) -> Path:
+        """How the last driver started and ended (``driver.json``, kept by :mod:`sinolc_dist.lifecycle`)."""
+        return self.root / "driver.json"
+
+    def driver_holder(self) -> dict[str, Any] | None:
+        """The live driver's host, PID and start time; ``None`` when no driver holds the lock.
+
+        Read-only: a shared non-blocking ``flock``, released at once, tells a held
+        lock from one a dead driver left (the kernel drops those), so ``status``
+        can say whether anything runs without waiting or writing.
+        """
+        if not self.lock.exists():
+            return None
+        fd = os.open(self.lock, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    return dict(json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace")))
+                except ValueError:
+                    return {}  # held, but its holder is still writing who it is
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def _lock_error(self, exc: OSError) -> RunDirError:
+        """The one-line error for a driver lock that cannot be written (full disk, read-only folder)."""
+        return RunDirError(
+            f"cannot take the driver lock {self.lock}: {exc.strerror or exc}; free space on its file "
+            "system or make the run directory writable, then run the same command again "
+            "(nothing recorded so far was changed)"
+        )

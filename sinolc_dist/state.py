@@ -7,6 +7,8 @@ this file; they return results and the driver records them.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,9 +45,28 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+#: Batch systems' job-id variables, the first set wins (SLURM's PBS wrappers set SLURM_JOB_ID only).
+JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "JOB_ID")
+
+
+def worker_label() -> str:
+    """What a chunk's record calls the process computing it: its batch job (if any), host and PID.
+
+    The job id leads from a chunk's record to the job's log and to its line in
+    ``logs/driver.log``; ``host:pid`` alone outside a batch job.
+    """
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    job = next((os.environ[v] for v in JOB_ID_VARIABLES if os.environ.get(v)), None)
+    return f"job {job.split('.')[0]} on {where}" if job else where
+
+
 @dataclass(frozen=True)
 class ChunkResult:
-    """What a worker reports for one chunk."""
+    """What a worker reports for one chunk.
+
+    ``deterministic`` marks a failure that would recur on every attempt (a corrupt
+    file): the driver records it failed at once instead of retrying.
+    """
 
     chunk: ChunkId
     ok: bool
@@ -55,6 +76,7 @@ class ChunkResult:
     checksum: str = ""
     error: str = ""
     attempts: int = 1
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,15 @@ class ChunkRecord:
     coverage: float | None = None
 
 
+def _unavailable(path: Path, doing: str, exc: sqlite3.OperationalError) -> RunDirError:
+    """The error for a sound state that cannot be opened or written now (full disk, read-only, locked)."""
+    return RunDirError(
+        f"cannot {doing} the state {path} ({exc}); free space on its file system, make it writable "
+        "(or stop the other process holding it) and run the same command again: "
+        "everything recorded so far is kept"
+    )
+
+
 class StateStore:
     """The state database of one run directory."""
 
@@ -83,6 +114,8 @@ class StateStore:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
             if "coverage" not in columns:  # a state written before coverage was recorded
                 self._db.execute("ALTER TABLE chunks ADD COLUMN coverage REAL")
+        except sqlite3.OperationalError as exc:  # a full disk, read-only folder or lock: the file is sound
+            raise _unavailable(self.path, "open", exc) from None
         except sqlite3.DatabaseError as exc:
             raise RunDirError(
                 f"state file {self.path} is damaged or not a state database ({exc}); "
@@ -100,11 +133,7 @@ class StateStore:
             with self._db:
                 yield
         except sqlite3.OperationalError as exc:
-            raise RunDirError(
-                f"cannot write the state {self.path} ({exc}); free space on its file system "
-                "(or stop the other process holding it) and run the same command again: "
-                "everything recorded so far is kept"
-            ) from None
+            raise _unavailable(self.path, "write", exc) from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -174,12 +203,27 @@ class StateStore:
         ):
             yield tuple(p for p in prov.split(",") if p), status, n
 
+    def coverage_groups(self) -> Iterator[tuple[tuple[str, ...], int, float, int]]:
+        """``(provinces, chunks, sum of coverage, chunks with a known coverage)`` per province group.
+
+        Summed by SQLite, for the per-province km² with and without imagery.
+        """
+        for prov, n, total, known in self._db.execute(
+            "SELECT provinces, COUNT(*), COALESCE(SUM(coverage), 0), COUNT(coverage) FROM chunks "
+            "GROUP BY provinces"
+        ):
+            yield tuple(p for p in prov.split(",") if p), n, float(total), known
+
     def error_counts(self) -> Iterator[tuple[str, int]]:
         """``(error, chunks)`` of the failed chunks, most frequent first."""
         yield from self._db.execute(
             "SELECT error, COUNT(*) AS n FROM chunks WHERE status = 'failed' AND error IS NOT NULL "
             "GROUP BY error ORDER BY n DESC"
         )
+
+    def recomputed(self) -> int:
+        """Chunks computed more than once (``attempts`` above 1): retried, rerun or lost by a dead driver."""
+        return self._db.execute("SELECT COUNT(*) FROM chunks WHERE attempts > 1").fetchone()[0]
 
     def positions(self) -> tuple[list[int], list[int], list[str]]:
         """Every chunk's ``row``, ``col`` and status as three lists, in (row, col) order (for maps)."""
@@ -209,6 +253,16 @@ class StateStore:
         """Done chunks and when each finished (to compare the stages' records)."""
         return {ChunkId(r, c): t or 0.0 for r, c, t in self._db.execute(
             "SELECT row, col, finished FROM chunks WHERE status = 'done'")}
+
+    def done_checksums(self) -> Iterator[tuple[ChunkId, str | None]]:
+        """``(chunk, recorded checksum)`` of every done chunk, in (row, col) order (to verify outputs).
+
+        Read by SQLite alone, so a national state is listed in seconds.
+        """
+        for r, c, checksum in self._db.execute(
+            "SELECT row, col, checksum FROM chunks WHERE status = 'done' ORDER BY row, col"
+        ):
+            yield ChunkId(r, c), checksum
 
     def last_finished(self) -> dict[str, float]:
         """Per province, the time its latest chunk finished (to know if a mosaic is stale)."""
@@ -244,6 +298,13 @@ class StateStore:
                 "UPDATE chunks SET status = 'pending', error = NULL WHERE id = ?",
                 [(c.key,) for c in chunks],
             )
+
+    def add_attempts(self, chunks: Iterable[ChunkId]) -> None:
+        """Count one attempt more for chunks a driver computed but died before recording."""
+        with self._writing():
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE chunks SET attempts = attempts + 1 WHERE id = ?",
+                                 [(c.key,) for c in chunks])
 
     def set_coverage(self, shares: Iterable[tuple[ChunkId, float]]) -> None:
         """Record each chunk's share (0–1) of pixels that the imagery covers, from footprints."""

@@ -165,7 +165,13 @@ def as_table(km2: np.ndarray) -> dict[int, float]:
 
 @dataclass(frozen=True)
 class ProvinceAreas:
-    """One row of the statistics: a province's class areas and whether all its chunks were done."""
+    """One row of the statistics: a province's class areas and whether all its chunks were done.
+
+    ``chunks`` (the COG's ``SINOLC_CHUNKS``, row-by-row ranges), ``chunk_count``,
+    ``no_imagery`` and ``imagery_share`` say which chunks the file holds and what
+    share of them imagery covered (:class:`sinolc_dist.catalog.Contents`);
+    ``None`` for a file written before it recorded them.
+    """
 
     adcode: str
     name_en: str
@@ -173,11 +179,26 @@ class ProvinceAreas:
     complete: bool
     file: str
     km2: dict[int, float]
+    chunks: str = ""
+    chunk_count: int = 0
+    no_imagery: int = 0
+    imagery_share: float | None = None
 
     @property
     def total(self) -> float:
         """Area of all classes."""
         return sum(self.km2.values())
+
+
+def _total_share(rows: Sequence[ProvinceAreas]) -> float | None:
+    """The provinces' imagery share weighted by the chunks each counted (``None`` when none says)."""
+    known = [(r.imagery_share, r.chunk_count + r.no_imagery) for r in rows if r.imagery_share is not None]
+    weight = sum(n for _, n in known)
+    return sum(share * n for share, n in known) / weight if weight else None
+
+
+def _share_text(share: float | None) -> str:
+    return "" if share is None else f"{share:.6f}"
 
 
 def _columns(rows: Sequence[ProvinceAreas], legend: Legend) -> list[int]:
@@ -204,24 +225,30 @@ def write_tables(folder: Path, rows: Sequence[ProvinceAreas], meta: dict[str, st
     complete = all(r.complete for r in rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    share = _total_share(rows)
     writer.writerow(["adcode", "province", "province_zh", "complete",
-                     *(_name(c) for c in codes), "total"])
+                     *(_name(c) for c in codes), "total", "chunks", "no_imagery_chunks", "imagery_share"])
     for r in rows:
         writer.writerow([r.adcode, r.name_en, r.name_zh, "yes" if r.complete else "no",
-                         *(f"{r.km2.get(c, 0.0):.6f}" for c in codes), f"{r.total:.6f}"])
+                         *(f"{r.km2.get(c, 0.0):.6f}" for c in codes), f"{r.total:.6f}",
+                         r.chunk_count, r.no_imagery, _share_text(r.imagery_share)])
     writer.writerow(["", "total", "合计", "yes" if complete else "no",
-                     *(f"{total[c]:.6f}" for c in codes), f"{sum(total.values()):.6f}"])
+                     *(f"{total[c]:.6f}" for c in codes), f"{sum(total.values()):.6f}",
+                     sum(r.chunk_count for r in rows), sum(r.no_imagery for r in rows), _share_text(share)])
     doc = {
         **meta,
         "unit": "km2",
         "classes": {str(c): _name(c) for c in codes},
         "provinces": [
             {"adcode": r.adcode, "name": r.name_en, "name_zh": r.name_zh, "complete": r.complete,
-             "file": r.file, "km2": {str(c): r.km2.get(c, 0.0) for c in codes}, "total": r.total}
+             "file": r.file, "km2": {str(c): r.km2.get(c, 0.0) for c in codes}, "total": r.total,
+             "chunks": r.chunks, "chunk_count": r.chunk_count, "no_imagery_chunks": r.no_imagery,
+             "imagery_share": r.imagery_share}
             for r in rows
         ],
         "total": {"complete": complete, "km2": {str(c): v for c, v in total.items()},
-                  "total": sum(total.values())},
+                  "total": sum(total.values()), "chunk_count": sum(r.chunk_count for r in rows),
+                  "no_imagery_chunks": sum(r.no_imagery for r in rows), "imagery_share": share},
     }
     csv_path, json_path = folder / "classes_km2.csv", folder / "classes_km2.json"
     atomic_write_text(csv_path, buf.getvalue())

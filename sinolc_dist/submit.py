@@ -18,17 +18,16 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sinolc_dist.clusters import build_cluster
-from sinolc_dist.config import load_profile, load_workflow
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.jobwatch import profile_hint
-from sinolc_dist.pipeline import RunRequest
-from sinolc_dist.profiles import check_profile, job_class, require_commands, walltime_seconds
-from sinolc_dist.regions import resolve_region
+from sinolc_dist.pipeline import CheckedRun, RunRequest, check_run
+from sinolc_dist.profiles import job_class, require_commands, walltime_seconds
 
 DRIVER_WALLTIME = "48:00:00"
 DRIVER_CPUS = 2
@@ -63,13 +62,13 @@ class SubmitResult:
         ])
 
 
-def _batch_profile(cluster: str) -> tuple[str, dict[str, Any]]:
-    kind, settings = load_profile(cluster)
-    if kind == "local":
-        raise ConfigError(f"cluster profile {cluster!r} is local: `submit` needs a batch scheduler "
+def _checked(req: RunRequest) -> CheckedRun:
+    """``run``'s own check of every argument (writing nothing), and a batch scheduler's profile."""
+    checked = check_run(req)
+    if checked.kind == "local":
+        raise ConfigError(f"cluster profile {req.cluster!r} is local: `submit` needs a batch scheduler "
                           "profile (slurm, pbs, sge); run a local cluster with `sinolc-dist run`")
-    check_profile(kind, settings)
-    return kind, settings
+    return checked
 
 
 def _driver_hint(kind: str, said: str, settings: dict[str, Any], queue: str | None) -> str:
@@ -158,28 +157,49 @@ def preview(req: RunRequest, walltime: str = DRIVER_WALLTIME,
             queue: str | None = None) -> tuple[str, str]:
     """The driver's batch script and a worker's job script, submitting nothing.
 
-    The worker script comes from ``cluster.job_script()`` of a cluster built
-    here with its scheduler on 127.0.0.1: its scheduler address and certificate
-    file names are this preview's, the driver's own differ.
+    Every argument is checked as ``run`` checks it and nothing is written: the
+    worker script comes from ``cluster.job_script()`` of a cluster built here
+    with its scheduler on 127.0.0.1 (its scheduler address and certificate file
+    names are this preview's, the driver's own differ).
     """
-    kind, settings = _batch_profile(req.cluster)
-    driver = render_driver_script(kind, settings, req, walltime, queue)
-    cluster = build_cluster(kind, settings, Path(req.run_dir), scheduler_host="127.0.0.1")
-    try:
-        return driver, cluster.job_script()
-    finally:
-        cluster.close()
+    checked = _checked(req)
+    driver = render_driver_script(checked.kind, checked.settings, req, walltime, queue)
+    return driver, _worker_script(checked.kind, checked.settings, Path(req.run_dir))
+
+
+def _worker_script(kind: str, settings: dict[str, Any], run_dir: Path) -> str:
+    """A worker's job script as the run would submit it, with nothing written in the run directory.
+
+    dask-jobqueue creates the log folder and writes the TLS certificates as it
+    builds a job, so the cluster is built on a scratch folder whose path is then
+    put back as the run directory's (and the profile's ``log_directory``'s).
+    """
+    with tempfile.TemporaryDirectory(prefix="sinolc-preview-") as tmp:
+        scratch = Path(tmp).resolve()
+        real = {str(scratch): str(run_dir.resolve())}
+        if settings.get("log_directory"):  # the profile's own (longer path first: replaced first)
+            real = {str(scratch / "profile-logs"): str(settings["log_directory"]), **real}
+            settings = {**settings, "log_directory": str(scratch / "profile-logs")}
+        cluster = build_cluster(kind, settings, scratch, scheduler_host="127.0.0.1")
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+            del cluster  # its certificate files (open temporary files) go before their folder
+    for path, value in real.items():
+        script = script.replace(path, value)
+    return script
 
 
 def submit(req: RunRequest, walltime: str = DRIVER_WALLTIME, queue: str | None = None) -> SubmitResult:
     """Write ``<run-dir>/driver.<kind>.sh`` and submit it; errors quote the scheduler.
 
-    The workflow, region and profile are checked first, so a mistake fails here
-    rather than after hours in the queue.
+    Every argument is checked first as ``run`` checks it (workflow, profile,
+    region, the model file against its architecture), so a mistake fails here,
+    with nothing written, rather than after hours in the queue.
     """
-    kind, settings = _batch_profile(req.cluster)
-    load_workflow(req.workflow, req.checkpoint, req.model)
-    resolve_region(req.region, req.boundaries)
+    checked = _checked(req)
+    kind, settings = checked.kind, checked.settings
     require_commands(kind)
     run_dir = Path(req.run_dir).resolve()
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +169,58 @@ def done_count(rundir: RunDir) -> int:
     """Chunks recorded done in a run's state (read while a run goes on)."""
     with StateStore(rundir.state) as state:
         return state.count()[DONE]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs mounted on a fresh folder (tests run as root, here and in CI): a disk to fill.
+
+    Unmounted afterwards; skipped, with the reason, only where mounting is impossible.
+    """
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs for the full-disk tests ({proc.stderr.strip()}): run as root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> None:
+    """Fill the file system of ``folder`` with one file until about ``leave`` bytes stay free."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while (room := shutil.disk_usage(folder).free - leave) > 0:
+            os.write(fd, bytes(min(room, 1 << 20)))
+    except OSError:  # no space left: full
+        pass
+    finally:
+        os.close(fd)
+
+
+def recorded_done(state_path: Path) -> int:
+    """Chunks recorded done, read-only (a live driver may hold the state; 0 while it is locked)."""
+    try:
+        con = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM chunks WHERE status = 'done'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def driver_args(req: pipeline.RunRequest) -> list[str]:
+    """The command line of a real `sinolc-dist run` driver for ``req`` (no mosaic stage)."""
+    return [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "run",
+            "--region", req.region, "--workflow", req.workflow, "--cluster", req.cluster,
+            "--run-dir", str(req.run_dir), "--no-mosaic"]
+
+
+def start_driver(req: pipeline.RunRequest) -> subprocess.Popen:
+    """Start that driver in its own session (so a test can kill its whole process group)."""
+    return subprocess.Popen(driver_args(req), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)

@@ -16,6 +16,7 @@ from sinolc_dist import stores
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.engine import normalise
 from sinolc_dist.grid import Grid
+from sinolc_dist.ingest.pixels import SourceReadError
 from sinolc_dist.legend import CHESAPEAKE
 from sinolc_dist.models.checkpoint import load_checkpoint
 from sinolc_dist.rundir import RunDir
@@ -26,6 +27,7 @@ from tests.models.authors_layout import (
     random_state_dict,
     save_plain,
 )
+from tests.test_run_status import CHUNKS, GRID, fill_state
 
 
 def sinolc(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -59,6 +61,27 @@ def test_unknown_region(tmp_path):
 def test_missing_run_dir(tmp_path):
     proc = sinolc("status", "--run-dir", str(tmp_path / "nowhere"))
     assert_one_line_error(proc, "not a run directory", "--run-dir")
+
+
+def test_status_of_an_ingest_only_run_dir_as_text_and_json(tmp_path):
+    rundir = RunDir(tmp_path / "run").create()
+    (rundir.root / "ingest.json").write_text(json.dumps({"grid": GRID.to_dict()}))
+    bad = str(SourceReadError("/data/bad.tif", "not a TIFF"))
+    fill_state(rundir.ingest_state, {c: bad for c in CHUNKS[:3]}, CHUNKS[3:10])
+    text = sinolc("status", "--run-dir", str(rundir.root))
+    assert text.returncode == 0, text.stderr
+    for line in ("driver: none running (no driver has recorded a start here)",
+                 "chunks computed more than once: 0",
+                 "throughput and ETA: none (no driver is running)",
+                 "3 × [ingest] unreadable imagery <file> :: not a TIFF — file /data/bad.tif"):
+        assert line in text.stdout
+    as_json = sinolc("status", "--json", "--run-dir", str(rundir.root))
+    report = json.loads(as_json.stdout)
+    assert report["stage"] == "ingest" and report["total"]["failed"] == 3 and report["recomputed"] == 0
+    assert report["driver"] == {"alive": False, "pid": None, "host": None, "started": None, "last": None}
+    assert report["errors"] == [{"stage": "ingest", "cause": "unreadable imagery <file> :: not a TIFF",
+                                 "file": "/data/bad.tif", "chunks": 3}]
+    assert report["eta_hours"] is None and report["waiting_for_ingest"] == {}
 
 
 @pytest.mark.parametrize("content", [b"", b"not a torch file at all"])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import signal
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sinolc_dist.clusters import build_cluster, open_cluster
@@ -71,6 +76,7 @@ def test_job_script_carries_the_profile(job_script, tmp_path, kind):
         path = Path(_arg(worker, flag))
         assert path.parent == tmp_path.resolve() / ".dask-tls" and path.is_file()
     assert str(tmp_path.resolve() / "logs" / "workers") in script
+    assert _arg(worker, "--dashboard-address") == "127.0.0.1:0"  # not dask worker's 0.0.0.0
     for own in ("minimum_jobs", "maximum_jobs", "torch_threads", "watch_interval", "give_up_after"):
         assert own not in script
 
@@ -83,6 +89,7 @@ def test_profile_lifetime_kept_tls_off_and_loopback_by_default(tmp_path):
         worker = next(ln for ln in cluster.job_script().splitlines() if "dask_worker" in ln).split()
         assert worker.count("--lifetime") == 1 and _arg(worker, "--lifetime") == "50m"
         assert "--tls-key" not in worker and worker[3].startswith("tcp://127.0.0.1:")
+        assert _arg(worker, "--dashboard-address") == "127.0.0.1:0"
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
     finally:
         cluster.close()
@@ -128,10 +135,8 @@ def test_bad_profiles_name_the_key(kind, override, needles):
 def test_unquoted_yaml_walltime_is_refused(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("slurm:\n  cores: 1\n  memory: 2GB\n  walltime: 24:00:00\n")
-    kind, settings = load_profile(str(path))
-    assert settings["walltime"] == 86400  # what YAML 1.1 makes of it: SLURM would read minutes
-    with pytest.raises(ConfigError, match="quoted"):
-        build_cluster(kind, settings, tmp_path)
+    with pytest.raises(ConfigError, match="quoted"):  # YAML 1.1 reads 86400: SLURM would take minutes
+        load_profile(str(path))
 
 
 @pytest.mark.parametrize("name", ["slurm", "pbs", "sge"])
@@ -168,3 +173,69 @@ def test_tasks_ask_for_a_gpu_only_where_workers_declare_one():
     assert task_resources({"worker_extra_args": ["--resources", "GPU=1"]}) == {"GPU": 1}
     assert task_resources({"worker_extra_args": ["--lifetime", "1h"]}) is None
     assert task_resources({}) is None
+
+
+def test_relative_log_directory_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cluster = build_cluster("pbs", {**PROFILES["pbs"], **COMMON, "log_directory": "wlogs"}, Path("run"))
+    try:  # PBS jobs start in the log directory: a relative one would be looked for inside itself
+        assert cluster.workers == {} and f"#PBS -e {tmp_path.resolve()}/wlogs" in cluster.job_script()
+    finally:
+        cluster.close()
+
+
+def listening(pids: list[int]) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of these processes."""
+    return [(c.laddr.ip, c.laddr.port) for pid in pids
+            for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+
+
+def workers_listening(client) -> dict[str, list[tuple[str, int]]]:
+    """Each worker's listening sockets (its process and its nanny's) and its dashboard's port."""
+    def own(dask_worker) -> tuple[list[tuple[str, int]], int]:
+        import os
+
+        import psutil
+        pids = [os.getpid(), os.getppid()]
+        socks = [(c.laddr.ip, c.laddr.port) for pid in pids
+                 for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        return socks, dask_worker.http_server.port
+
+    return client.run(own)
+
+
+@pytest.mark.slow
+def test_every_listening_socket_of_a_local_cluster_is_on_loopback(tmp_path):
+    with open_cluster("local", {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "1GiB"},
+                      tmp_path) as client:
+        per_worker = workers_listening(client)
+        driver = listening([os.getpid()])
+    assert len(per_worker) == 2 and driver
+    for socks, dashboard in per_worker.values():
+        assert dashboard in {port for _, port in socks}  # the worker's dashboard was among them
+    assert {ip for socks, _ in per_worker.values() for ip, _ in socks} | {ip for ip, _ in driver} \
+        == {"127.0.0.1"}
+
+
+@pytest.mark.slow
+def test_worker_arrivals_retirements_and_losses_are_logged(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="sinolc_dist.clusters")
+    local = {"n_workers": 3, "threads_per_worker": 1, "memory_limit": "1GiB",
+             "silence_logs": False}  # LocalCluster would set the log capture's level to WARNING
+    with open_cluster("local", local, tmp_path) as client:
+        a, b, c = sorted(client.scheduler_info()["workers"])
+        client.retire_workers([a])  # as adaptive scaling does
+        # As a worker's --lifetime does when it runs out.
+        client.run(lambda dask_worker: dask_worker.loop.add_callback(
+            dask_worker.close_gracefully, reason="worker-lifetime-reached"), workers=[b])
+        os.kill(client.run(os.getpid, workers=[c])[c], signal.SIGKILL)  # a job killed under it
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and " lost: " not in caplog.text:
+            time.sleep(0.2)
+    text = caplog.text
+    for worker in (a, b, c):
+        assert re.search(rf"local worker \d+ connected: worker {worker} \(pid \d+ on 127\.0\.0\.1\)", text)
+    assert re.search(rf"local worker \d+ retired by adaptive scaling: worker {a}", text)
+    assert re.search(rf"local worker \d+ retired \(its --lifetime ran out.*\): worker {b}", text)
+    assert re.search(rf"local worker \d+ lost: worker {c} left without retiring", text)
+    assert text.count(" lost: ") == 1  # closing the cluster loses no worker

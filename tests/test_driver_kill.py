@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import run_output
+from conftest import driver_args, recorded_done, run_output, start_driver
 
 from sinolc_dist import pipeline
 from sinolc_dist.demo.run import prepare_demo
@@ -23,28 +21,6 @@ from sinolc_dist.verify import present_shards
 KILL_AFTER_DONE = (1, 3, 5, 7, 9)  # five different moments, by chunks recorded done
 
 
-def _done(state_path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT COUNT(*) FROM chunks WHERE status = 'done'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
-def _driver_args(req: pipeline.RunRequest) -> list[str]:
-    return [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "run",
-            "--region", req.region, "--workflow", req.workflow, "--cluster", req.cluster,
-            "--run-dir", str(req.run_dir), "--no-mosaic"]
-
-
-def _driver(req: pipeline.RunRequest) -> subprocess.Popen:
-    return subprocess.Popen(_driver_args(req), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
 @pytest.mark.slow
 def test_sigkill_at_five_moments_then_resume(small_run, tmp_path):
     rundir, scene, req = small_run["rundir"], small_run["scene"], small_run["req"]
@@ -52,9 +28,9 @@ def test_sigkill_at_five_moments_then_resume(small_run, tmp_path):
     planned: set = set()
     unrecorded_per_kill = []
     for target in KILL_AFTER_DONE:
-        proc = _driver(req)
+        proc = start_driver(req)
         deadline = time.time() + 120
-        while _done(rundir.state) < target and proc.poll() is None and time.time() < deadline:
+        while recorded_done(rundir.state) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its LocalCluster, at once
         proc.wait()
@@ -65,7 +41,7 @@ def test_sigkill_at_five_moments_then_resume(small_run, tmp_path):
         written = {c for s in present_shards(rundir.output)
                    for c in grid.chunks_in(grid.shard_window(s)) if c in planned}
         unrecorded_per_kill.append(len({grid.shard_of(c) for c in written - done}))
-    final = subprocess.run(_driver_args(req), capture_output=True, text=True, timeout=300)
+    final = subprocess.run(driver_args(req), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert max(unrecorded_per_kill) <= 4, unrecorded_per_kill  # run.max_in_flight of the workflow
     with StateStore(rundir.state) as state:

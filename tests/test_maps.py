@@ -17,7 +17,7 @@ from sinolc_dist.grid import Grid, Window
 from sinolc_dist.maps import _PLAN_COLOURS, _STATUS_COLOURS, chunk_raster, plan_map, status_map
 from sinolc_dist.plan import make_plan
 from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, FAILED, PENDING, ChunkResult, StateStore
+from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, ChunkResult, StateStore
 
 COARSE = Grid(chunk=16384, block=512)  # 32x32 km chunks: a province in a few hundred
 
@@ -98,14 +98,16 @@ def run_dir(tmp_path, hubei):
         state.add_chunks(chunks)
         state.record([ChunkResult(c, ok=True) for c, _ in chunks[:40]]
                      + [ChunkResult(c, ok=False, error="boom") for c, _ in chunks[40:45]])
-        assert state.count() == {DONE: 40, FAILED: 5, PENDING: len(chunks) - 45}
+        state.mark_no_imagery([c for c, _ in chunks[45:60]])
+        assert state.count() == {DONE: 40, FAILED: 5, NO_IMAGERY: 15, PENDING: len(chunks) - 60}
     return rundir.root
 
 
 def test_status_map_colours_states(tmp_path, run_dir):
     png = mpimg.imread(status_map(run_dir, tmp_path / "status.png"))
-    done, failed, pending = (pixels_of(png, _STATUS_COLOURS[s]) for s in (DONE, FAILED, PENDING))
-    assert pending > done > failed > 0
+    done, failed, pending, none = (pixels_of(png, _STATUS_COLOURS[s]) for s in (DONE, FAILED, PENDING,
+                                                                             NO_IMAGERY))
+    assert pending > done > none > failed > 0
 
 
 def test_status_map_without_chunks(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from conftest import fill_disk
 from pyproj import CRS, Transformer
 from rio_cogeo.cogeo import cog_validate
 
@@ -292,3 +293,36 @@ def test_overviews_are_the_class_mode_level_by_level(tmp_path):
         with rasterio.open(report.path, OVERVIEW_LEVEL=level) as ovr:
             np.testing.assert_array_equal(ovr.read(1), expected)
     _assert_valid_cog(report.path)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_gives_a_whole_cog_or_one_error_and_nothing(classes, tmp_path, tmpfs, capfd):
+    """Issue 15: GDAL's libtiff printed a line per failed write, and GDAL finished COGs whose tiles were
+    never written (with 2.5 to 3.25 times the file's size free): on a disk full at 17 points, each
+    write is a whole, valid COG or one clear error leaving nothing."""
+    window = Window(0, 0, 1024, 1536)
+    reference = write_cog(tmp_path / "p.tif", GRID, classes, window)
+    with rasterio.open(reference.path) as src:
+        expected = src.read(1)
+    outcomes = []
+    for leave in (reference.bytes * k // 4 for k in range(17)):  # about 3x the COG is needed while writing
+        (tmpfs / "filler").unlink(missing_ok=True)
+        fill_disk(tmpfs, leave=leave)
+        dst = tmpfs / "mosaics" / "p.tif"
+        try:
+            report = write_cog(dst, GRID, classes, window)
+        except InputError as exc:
+            message = str(exc)
+            assert message.startswith(f"writing {dst} failed (") and "nothing was left" in message
+            assert f"{dst.parent} has " in message and "iB free; the file needs roughly" in message
+            assert list(dst.parent.iterdir()) == []
+            outcomes.append("error")
+            continue
+        with rasterio.open(report.path) as src:  # every tile there and readable
+            np.testing.assert_array_equal(src.read(1), expected)
+        assert cog_validate(report.path, quiet=True)[0]
+        dst.unlink()
+        outcomes.append("written")
+    assert outcomes[0] == "error" and outcomes[-1] == "written", outcomes
+    printed = capfd.readouterr()
+    assert "_tiff" not in printed.err + printed.out and "No space" not in printed.err + printed.out

@@ -150,6 +150,25 @@ def test_run_through_qsub_equals_local(kind, small_run, reference, tmp_path, job
     assert len(started) >= 2, logs  # the workers ran as batch jobs, over TLS on loopback
 
 
+@pytest.mark.parametrize("kind", [pytest.param("pbs", marks=NEEDS_PBS)], indirect=True)
+def test_relative_run_dir_on_pbs(kind, small_run, reference, tmp_path, monkeypatch, job_name):
+    # PBS jobs start in logs/workers: a task's relative store path would be looked for there.
+    rundir, scene = small_run["rundir"], small_run["scene"]
+    monkeypatch.chdir(tmp_path)
+    profile = _profile(tmp_path, kind, job_name)
+    req = replace(small_run["req"], run_dir=Path(rundir.root.name), cluster=profile, mosaic=False)
+    summary = pipeline.run(req)
+    assert summary.report.done == 12 and summary.report.failed == 0 and done_count(rundir) == 12
+    assert summary.rundir.root == rundir.root.resolve()
+    assert np.array_equal(run_output(rundir, scene.window), reference)
+    log = (rundir.logs / "driver.log").read_text()
+    assert re.search(r"pbs cluster: scheduler tls://127\.0\.0\.1:\d+, dashboard http://127\.0\.0\.1:", log)
+    jobs = set(re.findall(r"pbs worker job (\d+) submitted", log))
+    connected = set(re.findall(r"pbs job (\d+) connected: worker tls://127\.0\.0\.1:\d+ \(pid \d+", log))
+    assert len(jobs) >= 2 and connected and connected <= jobs & set(_worker_logs(rundir)), log
+    assert "cancelling worker job(s) " in log and " lost:" not in log
+
+
 def test_deleted_worker_job_is_replaced(kind, small_run_one_chunk_tasks, reference, tmp_path, job_name):
     small_run = small_run_one_chunk_tasks
     rundir, scene = small_run["rundir"], small_run["scene"]

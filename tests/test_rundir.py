@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
+from conftest import WORKFLOW, fill_disk, prepared_run
 
 from sinolc_dist.errors import RunDirError
 from sinolc_dist.rundir import RunDir
+from tests.test_cli import sinolc
 
 HOLD = """
 import sys, time
@@ -59,3 +63,40 @@ def test_a_setting_added_later_is_compatible_while_empty(tmp_path):
     other.freeze({"grid": 1}, frozenset())
     with pytest.raises(RunDirError, match="imagery"):
         other.freeze({"grid": 1, "imagery": ["a.tif"]}, frozenset())
+
+
+def _files(root) -> dict:
+    """Every file under ``root`` with its bytes (small run directories only)."""
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_run_on_a_full_disk_is_one_line_and_loses_nothing(tmpfs, random_checkpoint):
+    """Issue 15: a rerun while the disk is still full gave an OSError traceback at the driver lock.
+
+    The first run would only add chunks to the same code path: the lock is taken before anything else.
+    """
+    req = prepared_run(tmpfs, WORKFLOW % random_checkpoint)["req"]
+    fill_disk(tmpfs)
+    before = _files(req.run_dir)
+    proc = sinolc("run", "--run-dir", str(req.run_dir), "--region", req.region, "--workflow", req.workflow,
+                  "--cluster", req.cluster)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith(f"error: cannot take the driver lock {RunDir(req.run_dir).lock}: "
+                               "No space left on device; free space")
+    kept = {k: v for k, v in _files(req.run_dir).items() if k.parts[0] != "logs" and k.name != "driver.lock"}
+    assert kept == {k: v for k, v in before.items() if k.parts[0] != "logs"}
+
+
+def test_a_status_probe_does_not_refuse_a_starting_driver(tmp_path):
+    rd = RunDir(tmp_path).create()
+    rd.lock.touch()
+    fd = os.open(rd.lock, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what driver_holder() holds for an instant
+    release = threading.Timer(0.15, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd)))
+    release.start()
+    with rd.driver_lock():
+        assert rd.driver_holder()["pid"] == os.getpid()
+    release.join()
+    assert rd.driver_holder() is None

@@ -8,12 +8,16 @@ output must equal a LocalCluster run of the same scene.  All Dask addresses are 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +25,10 @@ import dask
 import numpy as np
 import pytest
 import yaml
-from conftest import done_count, kill_busiest_worker_once, run_output
+from conftest import done_count, driver_args, kill_busiest_worker_once, run_output
+from distributed import get_client
+from test_clusters import listening, workers_listening
+from test_driver_signals import interrupt_run
 
 from sinolc_dist import pipeline
 from sinolc_dist.errors import ConfigError
@@ -147,6 +154,10 @@ def test_run_through_sbatch_equals_local(small_run, reference, tmp_path, job_nam
     logs = sorted((rundir.root / "logs" / "workers").glob(f"{job_name}-*.err"))
     assert len(logs) >= 2  # the workers ran as SLURM jobs
     assert re.search(r"Start worker at:\s+tls://127\.0\.0\.1:", logs[0].read_text())
+    jobs = {p.stem.rsplit("-", 1)[1] for p in logs}
+    with closing(sqlite3.connect(rundir.state)) as db:  # each chunk's record names the job that computed it
+        workers = {w for (w,) in db.execute("SELECT worker FROM chunks")}
+    assert workers and all(re.fullmatch(r"job (\d+) on .+:\d+", w)[1] in jobs for w in workers), workers
 
 
 def test_cancelled_worker_job_is_replaced(small_run_one_chunk_tasks, reference, tmp_path, job_name):
@@ -166,6 +177,48 @@ def test_cancelled_worker_job_is_replaced(small_run_one_chunk_tasks, reference, 
     assert seen["killed"] not in _running(job_name)
     assert done_count(rundir) == 12
     assert np.array_equal(run_output(rundir, scene.window), reference)
+    log = (rundir.logs / "driver.log").read_text()  # the loss and the replacement, by job id
+    assert re.search(rf"slurm job {seen['killed']} lost: worker tls://127\.0\.0\.1:\d+ left", log), log
+    new = seen["replacement"][0]
+    assert f"slurm worker job {new} submitted (sbatch), replacing slurm job {seen['killed']}" in log, log
+
+
+def test_every_listening_socket_of_a_run_is_on_loopback(small_run, tmp_path, job_name):
+    seen: dict[str, object] = {}
+
+    def look(report, total) -> None:  # mid-run: the driver (this process) and each worker job
+        if report.done and not seen:
+            seen["workers"] = workers_listening(get_client())
+            seen["driver"] = listening([os.getpid()])
+
+    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
+    pipeline.run(req, on_progress=look)
+    workers = seen["workers"]
+    assert len(workers) == 2 and seen["driver"], seen
+    for socks, dashboard in workers.values():
+        assert len(socks) >= 3 and dashboard in {port for _, port in socks}  # nanny, worker, dashboard
+    ips = {ip for socks, _ in workers.values() for ip, _ in socks} | {ip for ip, _ in seen["driver"]}
+    assert ips == {"127.0.0.1"}, seen
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_on_slurm_flushes_the_state_and_cancels_the_worker_jobs(small_run, tmp_path, job_name,
+                                                                       signum, code):
+    # SIGINT as Ctrl-C sends it (the worker jobs are out of the terminal's reach), SIGTERM as `kill`.
+    rundir = small_run["rundir"]
+    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name))
+    rc, out, _ = interrupt_run(driver_args(req), rundir, signum, whole_group=False)
+    assert rc == code, out
+    done = done_count(rundir)
+    assert 0 < done < 12
+    assert out.strip().splitlines()[-1] == \
+        f"error: interrupted: {done} chunks done, resume with the same command"
+    # No worker job left queued or running (the cancelled ones may still show COMPLETING a moment).
+    states = subprocess.run(["squeue", "-h", "-n", job_name, "-o", "%T"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert not {"PENDING", "RUNNING"} & set(states), states
+    log = (rundir.logs / "driver.log").read_text()
+    assert re.search(r"cancelling worker job\(s\) \d+ \d+", log) and signal.Signals(signum).name in log, log
 
 
 def _wait_for_job(job_id: str, timeout: float) -> tuple[str, str]:

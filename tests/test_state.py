@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
+from conftest import fill_disk
 
 from sinolc_dist.errors import RunDirError
 from sinolc_dist.grid import ChunkId
-from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, ChunkResult, StateStore
+from sinolc_dist.state import (
+    DONE,
+    FAILED,
+    JOB_ID_VARIABLES,
+    NO_IMAGERY,
+    PENDING,
+    ChunkResult,
+    StateStore,
+    worker_label,
+)
 
 
 def test_plan_results_and_reset(tmp_path):
@@ -104,3 +115,41 @@ def test_state_without_coverage_column_is_upgraded(tmp_path):
     db.close()
     with StateStore(path) as s:
         assert [r.coverage for r in s.records()] == [None]
+
+
+def test_a_state_on_a_full_disk_is_not_called_damaged(tmpfs):
+    """Issue 15: a full disk was reported as a damaged state, with advice that would lose the run's record."""
+    path = tmpfs / "state.sqlite"
+    with StateStore(path) as s:
+        s.add_chunks([(ChunkId(0, 0), ["420000"])])
+    fill_disk(tmpfs)
+    before = path.read_bytes()
+    with pytest.raises(RunDirError) as err:
+        StateStore(path)
+    message = str(err.value)
+    assert message.startswith(f"cannot open the state {path} (")
+    assert "free space on its file system" in message
+    assert "damaged" not in message and "move it aside" not in message
+    assert path.read_bytes() == before
+    (tmpfs / "filler").unlink()
+    with StateStore(path) as s:  # space again: the same record, as it was
+        assert s.count()[PENDING] == 1
+
+
+def test_a_file_that_is_not_a_database_is_still_called_damaged(tmp_path):
+    path = tmp_path / "state.sqlite"
+    path.write_bytes(b"not a database, but 100 bytes of something else " * 2)
+    with pytest.raises(RunDirError, match="is damaged or not a state database"):
+        StateStore(path)
+
+
+@pytest.mark.parametrize(("env", "label"), [
+    ({}, r"[^ ]+:\d+"), ({"SLURM_JOB_ID": "81"}, r"job 81 on [^ ]+:\d+"),
+    ({"PBS_JOBID": "77.server"}, r"job 77 on [^ ]+:\d+"), ({"JOB_ID": "5"}, r"job 5 on [^ ]+:\d+"),
+])
+def test_worker_label_names_the_batch_job(monkeypatch, env, label):
+    for var in JOB_ID_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert re.fullmatch(label, worker_label())

@@ -122,17 +122,23 @@ def test_mosaic_areas_on_a_lonlat_grid_equal_a_direct_count(tmp_path):
 
 
 def test_tables(tmp_path):
-    rows = [ProvinceAreas("420000", "Hubei", "湖北省", True, "420000_Hubei.tif", {1: 1.5, 9: 2.0}),
+    rows = [ProvinceAreas("420000", "Hubei", "湖北省", True, "420000_Hubei.tif", {1: 1.5, 9: 2.0},
+                          "0:0-2", 3, 1, 0.5),
             ProvinceAreas("430000", "Hunan", "湖南省", False, "430000_Hunan.tif", {9: 0.5, 12: 0.25})]
     csv_path, json_path = write_tables(tmp_path / "stats", rows, {"run_id": "r1"})
     with open(csv_path, newline="", encoding="utf-8") as f:
         table = list(csv.reader(f))
-    assert table[0][-3:] == ["Moss and lichen", "code 12", "total"]
+    assert table[0][-6:] == ["Moss and lichen", "code 12", "total", "chunks", "no_imagery_chunks",
+                             "imagery_share"]
     assert table[-1][:4] == ["", "total", "合计", "no"]
-    assert float(table[-1][table[0].index("Water")]) == 2.5 and float(table[-1][-1]) == 4.25
+    assert float(table[-1][table[0].index("Water")]) == 2.5 and float(table[-1][-4]) == 4.25
+    assert table[1][-3:] == ["3", "1", "0.500000"] and table[2][-3:] == ["0", "0", ""]  # unknown: empty
+    assert table[-1][-3:] == ["3", "1", "0.500000"]  # a file that does not say is left out of the share
     doc = json.loads(json_path.read_text(encoding="utf-8"))
     assert doc["run_id"] == "r1" and doc["classes"]["12"] == "code 12"
     assert doc["provinces"][1]["km2"]["12"] == 0.25 and doc["total"]["total"] == 4.25
+    assert doc["provinces"][0]["chunks"] == "0:0-2" and doc["provinces"][1]["imagery_share"] is None
+    assert doc["total"]["chunk_count"] == 3 and doc["total"]["imagery_share"] == 0.5
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="statistics folder"):
         write_tables(tmp_path / "file" / "stats", rows, {})

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from sinolc_dist import pipeline
 from sinolc_dist.config import ModelChoice, parse_overrides
-from sinolc_dist.errors import ConfigError
+from sinolc_dist.errors import ConfigError, RunDirError
+from sinolc_dist.legend import SINOLC
 from sinolc_dist.pipeline import RunRequest
-from sinolc_dist.submit import render_driver_script, submit
+from sinolc_dist.submit import preview, render_driver_script, submit
 
 SETTINGS = {"queue": "gpu", "account": "proj-a", "cores": 1, "memory": "2GB",
             "job_script_prologue": ["module load cuda/12.4", "export SINOLC_PROLOGUE=ran"]}
@@ -134,4 +136,43 @@ def test_dry_run_prints_both_scripts(tmp_path):
     assert "#SBATCH -J sinolc-driver" in driver and " run --region " in driver
     assert "#SBATCH --gres=gpu:1" in worker and "distributed.cli.dask_worker tls://" in worker
     assert "--resources GPU=1" in worker and "--lifetime " in worker
-    assert not (tmp_path / "run" / "driver.slurm.sh").exists()
+    run = (tmp_path / "run").resolve()
+    assert f"-o {run}/logs/workers/" in worker and f"--tls-ca-file {run}/.dask-tls/" in worker
+    assert not (tmp_path / "run").exists()  # no script, no logs/, no .dask-tls/: a dry run writes nothing
+
+
+def test_dry_run_leaves_the_profile_log_directory_alone(tmp_path):
+    logs = tmp_path / "job-logs"
+    profile = tmp_path / "slurm-logs.yaml"
+    profile.write_text(f"slurm:\n  cores: 1\n  memory: 2GB\n  walltime: '01:00'\n  log_directory: {logs}\n")
+    _, worker = preview(RunRequest(tmp_path / "run", REGION, "demo", str(profile)))
+    assert f"#SBATCH -o {logs}/sinolc-worker-%J.out" in worker
+    assert not logs.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_submit_checks_the_checkpoint_as_run_does(tmp_path, monkeypatch, dry_run):
+    """Issue 15 point 6: a missing checkpoint fails `submit` (dry or not) in one line, writing nothing."""
+    _fake_bin(tmp_path, monkeypatch, f'touch "{tmp_path}/sbatch-ran"; echo "Submitted batch job 1"')
+    proc = subprocess.run(
+        [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "submit", "--region", REGION,
+         "--workflow", "demo", "--cluster", "slurm", "--run-dir", str(tmp_path / "run"),
+         "--checkpoint", str(tmp_path / "nonexistent.pt"), *dry_run],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == f"error: checkpoint {tmp_path / 'nonexistent.pt'} does not exist: " \
+                                  "give a path to a .pt file"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sbatch-ran").exists()
+
+
+def test_submit_refuses_a_run_directory_started_otherwise(small_run):
+    """As `run` would: the driver job would fail on its node after its wait in the queue."""
+    rundir, req = small_run["rundir"], small_run["req"]
+    wf = pipeline.load_workflow(req.workflow)
+    rundir.freeze(pipeline._frozen_config(req, wf, wf.model.identify(), SINOLC), pipeline.COMPATIBLE)
+    before = {p: p.stat().st_mtime_ns for p in rundir.root.rglob("*")}
+    other = RunRequest(rundir.root, "bbox:113,30,114,31", req.workflow, "slurm")
+    with pytest.raises(RunDirError, match=r"started with another configuration .*region"):
+        preview(other)
+    assert {p: p.stat().st_mtime_ns for p in rundir.root.rglob("*")} == before

@@ -83,6 +83,17 @@ def kernel_scale(crs: Any, transform: Affine, col: float, row: float, grid: Grid
     return x, y
 
 
+def too_few_bands(what: str, colorinterp: Sequence[ColorInterp], bands: int) -> InputError:
+    """The error for imagery with fewer image bands than the model takes: what it has, what to give."""
+    have = len(image_bands(colorinterp))
+    return InputError(
+        f"{what} has {have} image band(s) ({', '.join(ci.name for ci in colorinterp)}) but the model "
+        f"takes {bands}: give imagery with the model's {bands} bands in its order (stack single-band "
+        "files with gdalbuildvrt -separate, expand a palette with gdal_translate -expand rgb), or a "
+        f"model for {have}-band imagery (a plug-in's bands: --override bands=[...] mean=[...] std=[...])"
+    )
+
+
 def describe_file(path: str, position: int, grid: Grid, bands: int) -> Source:
     """Open a raster once and describe it.
 
@@ -104,8 +115,7 @@ def describe_file(path: str, position: int, grid: Grid, bands: int) -> Source:
                              "gdal_edit.py -a_srs EPSG:32650, or give tiles as an XYZ directory with --zoom")
         wanted = image_bands(ds.colorinterp)
         if len(wanted) < bands:
-            raise InputError(f"{path} has {len(wanted)} image band(s) but the model takes {bands} "
-                             "(RGB): give RGB imagery (expand a palette with gdal_translate -expand rgb)")
+            raise too_few_bands(path, ds.colorinterp, bands)
         tags, imagery = ds.tags(), ds.tags(ns="IMAGERY")
         date = (parse_date(tags.get("ACQUISITION_DATE")) or parse_date(imagery.get("ACQUISITIONDATETIME"))
                 or parse_date(tags.get("TIFFTAG_DATETIME")))
@@ -121,22 +131,76 @@ def describe_file(path: str, position: int, grid: Grid, bands: int) -> Source:
                       kernel_scale=scale)
 
 
-def describe_xyz(root: str, zoom: int, position: int, grid: Grid, bands: int) -> Source:
-    """Scan an XYZ tile directory at one zoom (tile range, format, tile size) and describe it."""
-    zdir = Path(root) / str(zoom)
-    lo, hi = [2**zoom, 2**zoom], [-1, -1]  # running (x, y) minimum and maximum: no tile list kept
-    suffixes: set[str] = set()
-    first = ""
+@dataclass
+class TileScan:
+    """One pass over an XYZ directory: range, formats, count, newest mtime, tiles newer than ``since``."""
+
+    lo: list[int]
+    hi: list[int]
+    suffixes: set[str] = field(default_factory=set)
+    first: str = ""
+    count: int = 0
+    newest: float = 0.0
+    newer: list[tuple[int, int]] = field(default_factory=list)
+    newer_columns: list[int] = field(default_factory=list)
+
+
+def scan_tiles(zdir: Path, zoom: int, since: float = float("inf")) -> TileScan:
+    """Stat every tile of a zoom once, listing what changed after ``since``.
+
+    Tiles modified after ``since`` (written again in place) are listed in ``newer``;
+    ``x`` directories modified after it (a tile added, removed or renamed over) in
+    ``newer_columns``.
+    """
+    scan = TileScan([2**zoom, 2**zoom], [-1, -1])  # running (x, y) minimum and maximum
     for xdir in os.scandir(zdir):
         if not (xdir.is_dir() and xdir.name.isdigit()):
             continue
+        if xdir.stat().st_mtime > since:
+            scan.newer_columns.append(int(xdir.name))
         for tile in os.scandir(xdir.path):
             stem, suffix = os.path.splitext(tile.name)
             if stem.isdigit() and suffix.lower() in TILE_SUFFIXES:
-                for i, v in enumerate((int(xdir.name), int(stem))):
-                    lo[i], hi[i] = min(lo[i], v), max(hi[i], v)
-                suffixes.add(suffix)
-                first = first or tile.path
+                xy = (int(xdir.name), int(stem))
+                for i, v in enumerate(xy):
+                    scan.lo[i], scan.hi[i] = min(scan.lo[i], v), max(scan.hi[i], v)
+                scan.suffixes.add(suffix)
+                scan.first = scan.first or tile.path
+                scan.count += 1
+                mtime = tile.stat().st_mtime
+                scan.newest = max(scan.newest, mtime)
+                if mtime > since:
+                    scan.newer.append(xy)
+    return scan
+
+
+def tiles_bounds(zoom: int, tiles: tuple[int, int, int, int]) -> Bounds:
+    """Web Mercator bounds of the inclusive tile range ``(x0, y0, x1, y1)`` at ``zoom``."""
+    step = 2 * WEB_MERCATOR_HALF / 2**zoom
+    return (-WEB_MERCATOR_HALF + tiles[0] * step, WEB_MERCATOR_HALF - (tiles[3] + 1) * step,
+            -WEB_MERCATOR_HALF + (tiles[2] + 1) * step, WEB_MERCATOR_HALF - tiles[1] * step)
+
+
+def changed_tiles(old: Source, scan: TileScan, grid: Grid) -> list[Bounds]:
+    """Footprints (grid CRS) of what a rescan found changed in an indexed tile set."""
+    if old.tiles is None or old.zoom is None:
+        return [old.bounds]
+    y0, y1 = min(old.tiles[1], scan.lo[1]), max(old.tiles[3], scan.hi[1])
+    ranges = [(x, y, x, y) for x, y in scan.newer] + [(x, y0, x, y1) for x in scan.newer_columns]
+    return [tuple(transform_bounds("EPSG:3857", grid.crs, *tiles_bounds(old.zoom, r), densify_pts=21))
+            for r in ranges]
+
+
+def describe_xyz(root: str, zoom: int, position: int, grid: Grid, bands: int,
+                 scan: TileScan | None = None) -> Source:
+    """Scan an XYZ tile directory at one zoom (tile range, format, tile size) and describe it.
+
+    ``size``/``mtime`` of the source record the tile count and the newest tile's
+    modification time, so that a later scan finds replaced, added or removed tiles.
+    """
+    zdir = Path(root) / str(zoom)
+    scan = scan or scan_tiles(zdir, zoom)
+    lo, hi, suffixes, first = scan.lo, scan.hi, scan.suffixes, scan.first
     if not first:
         raise InputError(f"no tiles {zdir}/<x>/<y>{{{','.join(TILE_SUFFIXES)}}} found")
     if len(suffixes) > 1:
@@ -150,18 +214,17 @@ def describe_xyz(root: str, zoom: int, position: int, grid: Grid, bands: int) ->
     except (RasterioError, OSError) as exc:
         raise InputError(f"tile {first} cannot be read ({exc})") from None
     if (bands > 3) if palette else len(image_bands(ci)) < bands:
-        raise InputError(f"tile {first} has {len(image_bands(ci))} image band(s) but the model takes {bands}")
+        raise too_few_bands(f"tile {first}", ci, bands)
     tiles = (lo[0], lo[1], hi[0], hi[1])
     step = 2 * WEB_MERCATOR_HALF / 2**zoom
-    merc = (-WEB_MERCATOR_HALF + tiles[0] * step, WEB_MERCATOR_HALF - (tiles[3] + 1) * step,
-            -WEB_MERCATOR_HALF + (tiles[2] + 1) * step, WEB_MERCATOR_HALF - tiles[1] * step)
+    merc = tiles_bounds(zoom, tiles)
     bounds = transform_bounds("EPSG:3857", grid.crs, *merc, densify_pts=21)
     res = step / size
     lattice = Affine(res, 0.0, merc[0], 0.0, -res, merc[3])
     scale = kernel_scale("EPSG:3857", lattice, (tiles[2] - tiles[0] + 1) * size / 2,
                          (tiles[3] - tiles[1] + 1) * size / 2, grid)
-    return Source(root, "xyz", "EPSG:3857", tuple(bounds), dtype,
-                  tuple(range(1, bands + 1)), None, position, zoom=zoom, suffix=suffixes.pop(),
+    return Source(root, "xyz", "EPSG:3857", tuple(bounds), dtype, tuple(range(1, bands + 1)), None,
+                  position, scan.count, scan.newest, zoom=zoom, suffix=sorted(suffixes)[0],
                   tile_size=size, tiles=tiles, kernel_scale=scale)
 
 
@@ -182,6 +245,8 @@ def build_index(specs: Sequence[str], grid: Grid, options: MosaicOptions, zoom: 
                 previous: ImageryIndex | None = None) -> IndexUpdate:
     """Expand the source arguments and index the files not indexed before (or changed).
 
+    Tile sets are rescanned each time and only their changed tiles count as changed.
+
     Files that cannot be opened are listed in ``unreadable``; if one was indexed
     before, its old entry is kept so that the chunks it covers are tried and fail
     with its path.  Files without a CRS or with too few bands are an
@@ -198,8 +263,14 @@ def build_index(specs: Sequence[str], grid: Grid, options: MosaicOptions, zoom: 
         src: Source | None = old
         try:
             if kind == "xyz" and zoom is not None:
-                if old is None or old.zoom != zoom:
-                    src = describe_xyz(path, zoom, position, grid, options.bands)
+                same = old is not None and old.zoom == zoom
+                scan = scan_tiles(Path(path) / str(zoom), zoom, old.mtime if old and same else float("inf"))
+                if old is None or not same or (scan.count, scan.newest) != (old.size, old.mtime):
+                    src = describe_xyz(path, zoom, position, grid, options.bands, scan)
+                if old is not None and same and src is not old:  # redo the changed tiles, not the set
+                    update.described += 1
+                    update.changed += changed_tiles(old, scan, grid)
+                    old = src
             else:
                 st = os.stat(path)
                 if old is None or (old.size, old.mtime) != (st.st_size, st.st_mtime):

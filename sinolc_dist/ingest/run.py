@@ -9,16 +9,22 @@ then, holding the run directory's driver lock:
 2. saves the index of the sources in ``imagery-index.json`` (files are read once;
    a resume only stats them, and indexes new or modified ones);
 3. records the region's chunks in ``ingest.sqlite`` (the same :class:`StateStore`
-   as inference, kept apart from the run's ``state.sqlite``), and marks pending
-   again the chunks whose imagery changed since they were ingested;
+   as inference, kept apart from the run's ``state.sqlite``) with each chunk's
+   share of footprint (:mod:`~sinolc_dist.coverage`): chunks no source touches
+   are recorded ``no-imagery`` and never dispatched; the chunks whose imagery
+   changed since they were ingested are marked pending again;
 4. dispatches one task per input shard on the cluster with the driver's
-   bounded in-flight :func:`~sinolc_dist.driver.dispatch`; a chunk that fails is
-   retried by the driver (``run.retries`` of the workflow), then recorded
-   failed with its reason, naming the file that could not be read.
+   bounded in-flight :func:`~sinolc_dist.driver.dispatch`; a chunk whose file
+   cannot be read is recorded failed at once with the file's path and GDAL's
+   reason (it would fail the same way again), other failures are retried by the
+   driver (``run.retries`` of the workflow) first.
 
 A second call does only what is pending (and what changed); ``failed=True``
-also redoes the failed chunks.  Files that cannot be opened at all are listed;
-the call then ends with :class:`ChunkFailures` (exit status 1) like failed chunks.
+also redoes the failed chunks.  Before anything is written, imagery that misses
+the region entirely and a file that cannot be opened at all and was never
+indexed (its footprint, so its chunks, are unknown) are errors; a file indexed
+before that cannot be opened any more fails the chunks of its old footprint,
+and the call ends with :class:`ChunkFailures` (exit status 1).
 """
 
 from __future__ import annotations
@@ -33,16 +39,18 @@ from pathlib import Path
 from sinolc_dist import stores
 from sinolc_dist.clusters import open_cluster
 from sinolc_dist.config import Workflow, load_profile, load_workflow
-from sinolc_dist.driver import RunReport, dispatch
+from sinolc_dist.coverage import chunk_shares, record_coverage, require_overlap
+from sinolc_dist.driver import RunReport, dispatch, interruptible
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.ingest.index import build_index
 from sinolc_dist.ingest.pixels import failing_path
 from sinolc_dist.ingest.sources import Bounds, ImageryIndex, MosaicOptions
 from sinolc_dist.ingest.tasks import EMPTY, IngestTask, ingest_shard
+from sinolc_dist.lifecycle import driver_session
 from sinolc_dist.plan import make_plan
 from sinolc_dist.rundir import RunDir, atomic_write_text, check_frozen
-from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
+from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 
 log = logging.getLogger("sinolc_dist.ingest")
 CONFIG_FILE = "ingest.json"
@@ -74,12 +82,14 @@ class IngestSummary:
 
     rundir: RunDir
     dashboard: str = ""
+    scheduler: str = ""
     planned: int = 0
     skipped: int = 0
     sources: int = 0
     indexed: int = 0
     redone: int = 0
     empty: int = 0
+    no_imagery: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)
     failing_files: dict[str, int] = field(default_factory=dict)
     bands: int = 3
@@ -105,6 +115,16 @@ def _chunks_meeting(grid: Grid, bounds: Iterable[Bounds]) -> set[ChunkId]:
     return out
 
 
+def _require_footprints(index: ImageryIndex) -> None:
+    """Refuse files that cannot be opened and were never indexed: the chunks they cover are unknown."""
+    known = {s.path for s in index.sources}
+    new = {p: why for p, why in index.unreadable.items() if p not in known}
+    if new:
+        path, why = next(iter(new.items()))
+        raise InputError(f"cannot open {len(new)} imagery file(s), e.g. {path} ({why}): its footprint "
+                         "is unknown, so are its chunks; replace or leave it out (nothing was written)")
+
+
 def ingest_tasks(
     grid: Grid, chunks: Iterable[ChunkId], index: ImageryIndex, store: str
 ) -> Iterator[IngestTask]:
@@ -127,7 +147,7 @@ def ingest(
     kind, settings = load_profile(req.cluster)
     grid = wf.grid
     options = MosaicOptions(model_bands(wf), req.resampling, req.order, req.scale)
-    rundir = RunDir(Path(req.run_dir))
+    rundir = RunDir(Path(req.run_dir).absolute())  # tasks and job scripts carry absolute paths
     config = {"grid": grid.to_dict(), "region": req.region, "boundaries": req.boundaries,
               "zoom": req.zoom, "options": asdict(options), "workflow": req.workflow,
               "imagery": [str(Path(s).expanduser().absolute()) for s in req.imagery],
@@ -140,7 +160,10 @@ def ingest(
     index_path = rundir.imagery_index
     previous = ImageryIndex.load(index_path) if index_path.exists() else None
     update = build_index(req.imagery, grid, options, req.zoom, previous)
+    _require_footprints(update.index)
     plan = make_plan(req.region, grid, req.boundaries)
+    require_overlap(update.index, plan.region, grid)
+    shares = chunk_shares(grid, (c for c, _ in plan.chunks()), update.index)
     # ------------------------------------------------ nothing was written before this line
     rundir.create()
     from sinolc_dist.pipeline import setup_logging  # the driver's log, logs/driver.log
@@ -151,13 +174,14 @@ def ingest(
                             unreadable=index.unreadable, bands=options.bands)
     for path, reason in index.unreadable.items():
         log.error("cannot open imagery %s: %s", path, reason)
-    with rundir.driver_lock():
+    with driver_session(rundir, "ingest"):
         atomic_write_text(rundir.root / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True))
         index.save(index_path)
         stores.create_store(rundir.input, grid, "input", bands=options.bands,
                             attrs={"sinolc_source": "sinolc-dist ingest"})
         with StateStore(rundir.ingest_state) as state:
             state.add_chunks(plan.chunks())
+            record_coverage(state, shares)
             status = {r.chunk: r.status for r in state.records()}
             redo = {c for c in _chunks_meeting(grid, update.changed) if status.get(c) in (DONE, FAILED)}
             if req.failed:
@@ -165,12 +189,14 @@ def ingest(
             state.reset(sorted(redo))
             summary.redone, summary.planned = len(redo), len(status)
             todo = state.chunk_ids(PENDING)
-            summary.skipped = summary.planned - len(todo)
+            summary.skipped = summary.planned - len(todo) - state.count()[NO_IMAGERY]
             log.info("ingest %s: %d sources (%d indexed now), %d chunks planned, %d to do",
                      rundir.root, len(index.sources), update.described, summary.planned, len(todo))
             if todo:
-                with open_cluster(kind, settings, rundir.root) as client:
+                with interruptible(lambda: state.count()[DONE]), \
+                        open_cluster(kind, settings, rundir.root) as client:
                     summary.dashboard = client.dashboard_link
+                    summary.scheduler = client.scheduler.address
                     on_start(summary)
                     summary.report = dispatch(
                         client, state, ingest_tasks(grid, todo, index, str(rundir.input)),
@@ -180,6 +206,7 @@ def ingest(
                 on_start(summary)
             records = list(state.records())
     summary.empty = sum(r.status == DONE and r.checksum == EMPTY for r in records)
+    summary.no_imagery = sum(r.status == NO_IMAGERY for r in records)
     failing = Counter(failing_path(r.error or "") for r in records if r.status == FAILED)
     summary.failing_files = {p: n for p, n in failing.most_common() if p}
     failed = sum(r.status == FAILED for r in records)
@@ -200,7 +227,8 @@ def summary_lines(summary: IngestSummary) -> list[str]:
         f"ingest: {r.done} chunk(s) done, {r.failed} failed, {r.retried} retried, {summary.skipped} "
         f"skipped (already done), {summary.redone} redone (imagery changed or --failed); "
         f"{r.seconds:.1f} s, {mb_s:.1f} MB/s",
-        f"chunks without imagery (nodata): {summary.empty}",
+        f"chunks no imagery touches (no-imagery, not dispatched): {summary.no_imagery}",
+        f"chunks inside a footprint but without valid pixels (nodata): {summary.empty}",
         f"input store: {summary.rundir.input}",
     ]
     lines += [f"unreadable (chunks failed): {p} ({n} chunk(s))" for p, n in summary.failing_files.items()]

@@ -13,8 +13,9 @@ acquisition date.  The :class:`ImageryIndex` keeps them in priority order and
 is saved in the run directory, so a resumed ingest only stats the files: a file
 whose size or modification time changed, a new file and a removed file are
 reported as *changed* footprints, and the ingest stage redoes the chunks they
-touch.  An XYZ tile set is scanned once (its tile range) and assumed not to
-change; delete ``imagery-index.json`` to rescan it.
+touch.  An XYZ tile set is rescanned (one ``stat`` per tile, no tile opened): a
+tile written again, added or removed redoes the chunks under it (or under its
+``x`` column when the directory changed).
 
 Priority (:func:`prioritise`): with ``order="newest"`` the newest acquisition
 date first, undated files after all dated ones, ties in the order given; with

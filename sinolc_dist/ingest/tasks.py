@@ -5,15 +5,15 @@ A worker fills each chunk of its shard from the sources that meet it
 once: one writer per shard.  When the task holds only some of the shard's
 chunks (a rerun), the shard is read first and the other chunks keep their
 content.  A chunk whose source cannot be read fails alone, with the source's
-path in its error; the driver retries it or records it failed.  Workers never
-touch the state and need no model (no torch).
+path in its error.  A source that cannot be read fails the same way on every
+attempt, so its chunks are recorded failed at once (``deterministic``); other
+errors are retried by the driver.  Workers never touch the state and need no
+model (no torch).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import time
 from dataclasses import dataclass
 
@@ -23,9 +23,10 @@ from rasterio.io import DatasetReader
 from sinolc_dist import stores
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.ingest.pixels import SourceReadError
 from sinolc_dist.ingest.sources import MosaicOptions, Source
 from sinolc_dist.ingest.warp import fill_window
-from sinolc_dist.state import ChunkResult
+from sinolc_dist.state import ChunkResult, worker_label
 
 #: The checksum recorded for a chunk that no source covers (all nodata).
 EMPTY = "empty"
@@ -66,7 +67,7 @@ def ingest_shard(task: IngestTask) -> list[ChunkResult]:
         out = np.zeros((opts.bands, shard_win.height, shard_win.width), np.uint8)
     else:  # keep the other chunks' content: the whole shard is rewritten
         out = stores.read_window(arr, shard_win)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = worker_label()
     results: list[ChunkResult] = []
     opened: dict[str, DatasetReader] = {}  # files stay open for the shard: neighbours share blocks
     try:
@@ -77,7 +78,8 @@ def ingest_shard(task: IngestTask) -> list[ChunkResult]:
                 data = fill_window(task.sources, grid, win, opts, opened)
             except Exception as exc:  # reported per chunk: the driver retries or records it failed
                 results.append(ChunkResult(cid, False, worker, t0, time.time() - t0,
-                                           error=f"{type(exc).__name__}: {exc}"))
+                                           error=f"{type(exc).__name__}: {exc}",
+                                           deterministic=isinstance(exc, SourceReadError)))
                 continue
             out[:, win.row0 - shard_win.row0:win.row1 - shard_win.row0,
                 win.col0 - shard_win.col0:win.col1 - shard_win.col0] = data

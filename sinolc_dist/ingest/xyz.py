@@ -29,7 +29,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import reproject, transform_bounds
 
 from sinolc_dist.grid import Grid, Window
-from sinolc_dist.ingest.pixels import SourceReadError, to_uint8
+from sinolc_dist.ingest.pixels import SourceReadError, gdal_reason, to_uint8
 from sinolc_dist.ingest.sources import WEB_MERCATOR_HALF, MosaicOptions, Source, image_bands
 
 WEB_MERCATOR = CRS.from_epsg(3857)
@@ -64,7 +64,7 @@ def read_tile(path: str, bands: int, tile_size: int, divisor: float) -> np.ndarr
                 mask = ds.dataset_mask() > 0 if ds.count > len(wanted) else None
                 return to_uint8(data, mask, divisor)
     except (RasterioError, OSError) as exc:
-        raise SourceReadError(path, str(exc)) from None
+        raise SourceReadError(path, gdal_reason(exc)) from None
 
 
 def _zoom_and_range(source: Source) -> tuple[int, tuple[int, int, int, int]]:

@@ -23,6 +23,8 @@ overrides)``; ``ModelRef.overrides`` in the engine): at least ``mean`` and
 from __future__ import annotations
 
 import hashlib
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -38,6 +40,7 @@ FORMAT = "sinolc-checkpoint"
 VERSION = 1
 #: ``arch`` of a spec that describes a plug-in model (built by its factory, see ``plugins.py``).
 PLUGIN_ARCH = "plugin"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -129,31 +132,76 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> None
     torch.save(payload, Path(path))
 
 
+def one_line(text: str) -> str:
+    """A library's error text as one plain line (ANSI escapes and line breaks out), for a one-line error."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
+def _pickled_code(p: Path, said: str) -> list[str]:
+    """The classes and functions a pickle in ``p`` would import and run (read from its opcodes, not run).
+
+    The one torch's refusal quotes comes first; a zip checkpoint's others follow.
+    """
+    quoted = re.findall(r"GLOBAL ([\w.]+) was not an allowed global", said)
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+    except Exception:  # a legacy (non-zip) file: only the name torch quotes
+        found = []
+    return quoted + [name for name in found if name not in quoted]
+
+
+def _unreadable(p: Path, exc: Exception) -> CheckpointError:
+    """Why ``torch.load(weights_only=True)`` refused ``p``, without torch's advice to turn the check off."""
+    said = one_line(str(exc))
+    if "Weights only load failed" in said:
+        code = _pickled_code(p, said)
+        if code:
+            more = f" and {len(code) - 3} more" if len(code) > 3 else ""
+            return CheckpointError(
+                f"checkpoint {p} holds pickled code ({', '.join(code[:3])}{more}) that sinolc-dist does "
+                "not run: where it was made, save the weights alone with "
+                "torch.save(model.state_dict(), 'weights.pt') (or a sinolc checkpoint with "
+                "sinolc_dist.models.checkpoint.save_checkpoint) and give that file")
+        said = said.partition("WeightsUnpickler error: ")[2].partition(" Check the documentation")[0] or said
+    reason = f"{type(exc).__name__}: {said}" if said else f"{type(exc).__name__}, {p.stat().st_size} bytes"
+    return CheckpointError(f"checkpoint {p} cannot be read ({reason}); "
+                           "it may be truncated or not a torch file: copy it again or retrain")
+
+
 def _read(p: Path) -> dict[str, Any]:
     """The dict a checkpoint file holds, read with ``weights_only``; a clear error for anything else."""
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist: give a path to a .pt file")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint {p} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
-            "it may be truncated or not a torch file: copy it again or retrain"
-        ) from None
+        raise _unreadable(p, exc) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {p} holds a {type(payload).__name__}, not a dict")
     return payload
 
 
-def input_bands(path: str | Path, overrides: dict[str, Any] | None = None) -> int:
-    """Bands a model file takes: the overrides' ``bands``, else the checkpoint's, else its stem's shape."""
+def input_band_names(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The bands a model file takes, in order, for messages that say what imagery it needs.
+
+    The overrides' ``bands``, else the checkpoint's, else as many as its stem's
+    shape says (named ``band 1``… unless they are three: red, green, blue).
+    """
     if overrides and "bands" in overrides:
-        return len(overrides["bands"])
+        return tuple(str(b) for b in overrides["bands"])
     payload = _read(Path(path))
     if payload.get("format") == FORMAT:
-        return len(payload.get("bands") or ModelSpec.bands)
+        return tuple(str(b) for b in payload.get("bands") or ModelSpec.bands)
     arch = detect(payload)
-    return ARCHITECTURES[arch].sizes(payload).bands if arch else len(ModelSpec.bands)
+    n = ARCHITECTURES[arch].sizes(payload).bands if arch else len(ModelSpec.bands)
+    return ModelSpec.bands if n == len(ModelSpec.bands) else tuple(f"band {i + 1}" for i in range(n))
+
+
+def input_bands(path: str | Path, overrides: dict[str, Any] | None = None) -> int:
+    """How many bands a model file takes (see :func:`input_band_names`)."""
+    return len(input_band_names(path, overrides))
 
 
 def load_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> Checkpoint:

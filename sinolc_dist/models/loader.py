@@ -91,7 +91,7 @@ class ModelRef:
         if self.amp not in AMPS:
             raise ConfigError(f"model.amp must be one of {', '.join(AMPS)}, got {self.amp!r}")
         if self.blend not in BLENDS:
-            raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+            raise ConfigError(f"model.blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
         check_patch(self.patch)
         if self.batch != "auto" and (isinstance(self.batch, bool) or not isinstance(self.batch, int)
                                      or self.batch < 1):
@@ -226,11 +226,12 @@ def load_model(ref: ModelRef) -> LoadedModel:
     if radius is None and not model.blending:
         raise ConfigError(
             f"model {ref.plugin or ref.checkpoint} declares neither receptive_radius nor chip_size: "
-            "declare one (measure the radius with sinolc_dist.models.plugins.measure_receptive_radius) "
-            "or set blend='gaussian'"
+            "declare one (measure the radius with sinolc_dist.models.plugins.measure_receptive_radius), "
+            "set model.receptive_radius or model.chip_size in the workflow, or set model.blend: gaussian"
         )
     if not 0 < model.stride_px <= model.chip_px:
-        raise ConfigError(f"chip stride {model.stride_px} must be in 1..chip size {model.chip_px}")
+        raise ConfigError(f"chip stride {model.stride_px} must be in 1..chip size {model.chip_px}: "
+                          f"set model.chip_stride to at most {model.chip_px} in the workflow")
     return model
 
 
@@ -275,7 +276,8 @@ def check_halo(grid: Grid, model: LoadedModel) -> None:
         )
     patch = model.ref.patch
     if patch != "auto" and grid.chunk % int(patch) and int(patch) < grid.chunk:
+        sides = [str(side) for side in (256, 512, 1024, 2048) if grid.chunk % side == 0]
         raise ConfigError(
-            f"patch size {model.ref.patch} does not divide the chunk size {grid.chunk}; "
-            "choose a patch that divides the chunk (e.g. 256, 512, 1024)"
+            f"model.patch {model.ref.patch} does not divide the chunk size {grid.chunk}: set model.patch "
+            f"to {', '.join([*sides[:3], 'auto'])} or another divisor of {grid.chunk} of at least 16"
         )

@@ -70,7 +70,7 @@ from torch import nn
 
 from sinolc_dist.errors import CheckpointError, ConfigError
 from sinolc_dist.models.archs import load_weights
-from sinolc_dist.models.checkpoint import PLUGIN_ARCH, ModelSpec, load_checkpoint
+from sinolc_dist.models.checkpoint import PLUGIN_ARCH, ModelSpec, load_checkpoint, one_line
 
 TORCHSCRIPT = "torchscript"
 
@@ -104,7 +104,7 @@ def build_plugin(
             module = torch.jit.load(checkpoint, map_location="cpu")
         except Exception as exc:
             raise CheckpointError(f"TorchScript file {checkpoint!r} cannot be loaded "
-                                  f"({type(exc).__name__}: {str(exc)[:200]})") from None
+                                  f"({type(exc).__name__}: {one_line(str(exc))})") from None
         return module.eval(), _spec(spec_fields)
     module = import_factory(plugin)(**kwargs)
     if not isinstance(module, nn.Module):

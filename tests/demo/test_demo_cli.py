@@ -29,6 +29,7 @@ def test_demo_end_to_end_and_rerun(tmp_path):
     first = demo(run_dir)
     assert first.returncode == 0, first.stderr
     assert "dashboard: http://127.0.0.1:" in first.stderr
+    assert re.search(r"scheduler: (tcp|tls)://127\.0\.0\.1:\d+", first.stderr), first.stderr
     assert "16 chunk(s) done, 0 failed" in first.stderr
     accuracy = float(re.search(r"overall accuracy against the synthetic truth: ([\d.]+) %", first.stdout)[1])
     assert accuracy >= 90.0

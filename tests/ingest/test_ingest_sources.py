@@ -109,7 +109,39 @@ def test_bad_inputs_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"gray\.tif has 1 image band"):
         build_index([str(gray.path)], GRID, MosaicOptions())
     rgb = write_scene(tmp_path / "rgb.tif", "EPSG:32650", Window(0, 0, 64, 64), 1.0, 8)
-    with pytest.raises(InputError, match=r"rgb\.tif has 3 image band.* model takes 4"):
+    with pytest.raises(InputError, match=r"rgb\.tif has 3 image band\(s\) \(red, green, blue\) but the model "
+                       r"takes 4: give imagery with the model's 4 bands.*a model for 3-band imagery") as err:
         build_index([str(rgb.path)], GRID, MosaicOptions(bands=4))
+    assert "give RGB" not in str(err.value)
     with pytest.raises(ConfigError, match="resampling"):
         MosaicOptions(resampling="lanczos")
+
+
+def test_tile_sets_are_rescanned_for_changed_tiles(tmp_path):
+    from imagery_factory import write_tiles
+
+    from sinolc_dist.ingest.index import tiles_bounds
+
+    tiles = write_tiles(tmp_path / "xyz", Window(600, 600, 1000, 1000), 5)
+    opts = MosaicOptions()
+    first = build_index([str(tiles.path)], GRID, opts, 17)
+    src = first.index.sources[0]
+    files = sorted((tiles.path / "17").glob("*/*.png"))
+    assert src.size == len(files) > 2
+    same = build_index([str(tiles.path)], GRID, opts, 17, first.index)
+    assert same.described == 0 and same.changed == []
+    # One tile written again in place: only its footprint changed.
+    victim = files[-1]
+    victim.write_bytes(victim.read_bytes())
+    os.utime(victim, (src.mtime + 5, src.mtime + 5))
+    again = build_index([str(tiles.path)], GRID, opts, 17, first.index)
+    x, y = int(victim.parent.name), int(victim.stem)
+    merc = tiles_bounds(17, (x, y, x, y))
+    assert again.described == 1 and len(again.changed) == 1
+    assert again.changed[0] == pytest.approx(rasterio.warp.transform_bounds("EPSG:3857", GRID.crs, *merc,
+                                                                            densify_pts=21))
+    # A tile removed: its x column (the directory changed) is redone.
+    files[0].unlink()
+    os.utime(files[0].parent, (src.mtime + 9, src.mtime + 9))
+    gone = build_index([str(tiles.path)], GRID, opts, 17, again.index)
+    assert gone.index.sources[0].size == len(files) - 1 and len(gone.changed) >= 1

@@ -8,7 +8,16 @@ import sys
 import numpy as np
 import pytest
 import rasterio.shutil
-from imagery_factory import GRID, REGION, cluster_yaml, reference, standard_scenes, workflow_yaml, write_scene
+from imagery_factory import (
+    GRID,
+    REGION,
+    cluster_yaml,
+    reference,
+    standard_scenes,
+    workflow_yaml,
+    write_scene,
+    write_tiles,
+)
 
 from sinolc_dist import stores
 from sinolc_dist.errors import ChunkFailures, InputError
@@ -66,25 +75,36 @@ def test_ingest_equals_reference_and_resumes(setup):
 def test_corrupt_files_fail_their_chunks_then_complete(setup, tmp_path):
     req, scenes = setup["req"], setup["scenes"]
     folder = tmp_path / "scenes"
+    # E, a GeoTIFF cut after its first 200 bytes, cannot even be opened: its footprint is unknown.
+    e = write_scene(folder / "e_extra.tif", "EPSG:32650", Window(720, 560, 1000, 760), 1.0, 9)
+    good_e = e.path.read_bytes()
+    e.path.write_bytes(good_e[:200])
+    with pytest.raises(InputError, match=r"cannot open 1 imagery file\(s\), e\.g\. .*e_extra\.tif .*nothing"):
+        ingest(req)
+    assert not req.run_dir.exists()
+    e.path.write_bytes(good_e)
     # B becomes a COG truncated at 60 %: its header reads, its last tiles do not.
     b_path = folder / "b_utm50.tif"
     rasterio.shutil.copy(b_path, tmp_path / "b_cog.tif", driver="COG", BLOCKSIZE=128)
     good_b = (tmp_path / "b_cog.tif").read_bytes()
     b_path.write_bytes(good_b[: int(len(good_b) * 0.6)])
-    # E, a GeoTIFF cut after its first 200 bytes, cannot even be opened.
-    e = write_scene(folder / "e_extra.tif", "EPSG:32650", Window(720, 560, 1000, 760), 1.0, 9)
-    good_e = e.path.read_bytes()
-    e.path.write_bytes(good_e[:200])
     with pytest.raises(ChunkFailures, match=r"b_utm50\.tif") as info:
         ingest(req)
     summary = info.value.summary
-    assert list(summary.failing_files) == [str(b_path)] and list(summary.unreadable) == [str(e.path)]
+    assert list(summary.failing_files) == [str(b_path)] and not summary.unreadable
+    assert summary.report.retried == 0  # a corrupt file fails the same way again: not retried
     with StateStore(RunDir(req.run_dir).ingest_state) as state:
         records = list(state.records())
     failed = [r for r in records if r.status == FAILED]
     assert failed and any(r.status == DONE for r in records)
-    assert all(str(b_path) in r.error and r.attempts == 2 for r in failed)  # retried once, same reason
+    assert all(str(b_path) in r.error and r.attempts == 1 for r in failed)
     assert all(r.chunk.col >= 1 for r in failed)  # only chunks that B covers
+    # E, indexed now, is cut again: the chunks of its known footprint fail, naming it.
+    e.path.write_bytes(good_e[:200])
+    with pytest.raises(ChunkFailures, match=r"e_extra\.tif") as info:
+        ingest(req)
+    assert list(info.value.summary.unreadable) == [str(e.path)]
+    assert str(e.path) in info.value.summary.failing_files
     # The files are replaced: the same command completes the failed chunks and E's.
     b_path.write_bytes(good_b)
     e.path.write_bytes(good_e)
@@ -92,6 +112,25 @@ def test_corrupt_files_fail_their_chunks_then_complete(setup, tmp_path):
     assert done.redone >= len(failed) and done.report.failed == 0 and not done.unreadable
     c, b, a, d, tiles = scenes
     assert_chunks_equal_reference(req.run_dir, [c, b, a, d, e, tiles])
+
+
+def test_replaced_tile_is_picked_up_by_the_same_command(setup, tmp_path):
+    req = setup["req"]
+    tiles = write_tiles(tmp_path / "xyz", Window(900, 900, 1000, 1000), 5)
+    req = IngestRequest(tmp_path / "xyz-run", (str(tiles.path),), REGION, req.workflow, req.cluster, zoom=17,
+                        resampling="nearest")
+    tile = sorted((tiles.path / "17").glob("*/*.png"))[-1]
+    good = tile.read_bytes()
+    tile.write_bytes(good[:60] + bytes(5000) + good[5060:])  # a damaged deflate stream
+    with pytest.raises(ChunkFailures, match=r"\.png") as info:
+        ingest(req)
+    report = info.value.summary.report
+    assert report.failed >= 1 and report.retried == 0  # deterministic: recorded failed at once
+    assert all("CPLZLibInflate" in e for e in report.errors.values())  # GDAL's reason, not "see previous"
+    tile.write_bytes(good)
+    done = ingest(req)  # the same command, no --failed: the rewritten tile's chunks are redone
+    assert done.redone == report.failed and done.report.done == report.failed and done.report.failed == 0
+    assert_chunks_equal_reference(req.run_dir, [tiles])
 
 
 def test_bad_input_is_refused_before_any_write(setup, tmp_path):

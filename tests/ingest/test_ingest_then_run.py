@@ -9,7 +9,7 @@ from sinolc_dist import pipeline
 from sinolc_dist.errors import ChunkFailures
 from sinolc_dist.ingest.run import IngestRequest, ingest
 from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, PENDING, StateStore
+from sinolc_dist.state import DONE, FAILED, PENDING, StateStore
 
 pytestmark = [
     pytest.mark.slow,
@@ -18,11 +18,14 @@ pytestmark = [
 
 
 def test_run_waits_for_imagery_and_redoes_reingested_chunks(tmp_path):
+    import rasterio.shutil
+
     standard_scenes(tmp_path / "scenes")
     wf, cl = str(workflow_yaml(tmp_path / "wf.yaml")), str(cluster_yaml(tmp_path / "cl.yaml"))
     b_path = tmp_path / "scenes" / "b_utm50.tif"
-    good_b = b_path.read_bytes()
-    b_path.write_bytes(good_b[:300])  # unreadable: the chunks only B covers stay empty
+    rasterio.shutil.copy(b_path, tmp_path / "b_cog.tif", driver="COG", BLOCKSIZE=128)
+    good_b = (tmp_path / "b_cog.tif").read_bytes()
+    b_path.write_bytes(good_b[: int(len(good_b) * 0.6)])  # corrupt: chunks meeting B fail in ingest
     req = IngestRequest(tmp_path / "run", (str(tmp_path / "scenes" / "*.tif"), str(tmp_path / "tiles")),
                         REGION, wf, cl, zoom=17, resampling="nearest")
     with pytest.raises(ChunkFailures):
@@ -32,17 +35,26 @@ def test_run_waits_for_imagery_and_redoes_reingested_chunks(tmp_path):
     with StateStore(rundir.ingest_state) as state:
         waiting = state.chunk_ids(DONE)[:3]
         state.reset(waiting)
+        ingest_failed = state.chunk_ids(FAILED)
     run_req = pipeline.RunRequest(rundir.root, REGION, wf, cl, mosaic=False)
-    summary = pipeline.run(run_req)
-    assert summary.report.done == len(list(GRID.chunks_in(GRID.full_window))) - len(waiting)
+    # The run classifies what is ingested, then ends non-zero naming why the rest is left pending.
+    left = len(waiting) + len(ingest_failed)
+    with pytest.raises(ChunkFailures, match=rf"{left} left pending without ingested imagery "
+                                            rf"\({len(ingest_failed)} failed, {len(waiting)} pending in "
+                                            r"ingest\.sqlite\): complete `sinolc-dist ingest`") as info:
+        pipeline.run(run_req)
+    summary = info.value.summary
+    assert summary.report.done == len(list(GRID.chunks_in(GRID.full_window))) - left
     assert any("no ingested imagery yet" in n for n in summary.notes)
     with StateStore(rundir.state) as state:
-        assert set(state.chunk_ids(PENDING)) == set(waiting)
-    # The imagery is repaired and ingested again: the waiting chunks and those it changed run.
+        assert set(state.chunk_ids(PENDING)) == set(waiting) | set(ingest_failed)
+    # B is repaired and A written again; after the ingest the waiting chunks and those A changed run.
     b_path.write_bytes(good_b)
+    a_path = tmp_path / "scenes" / "a_utm49.tif"
+    a_path.write_bytes(a_path.read_bytes())
     ingest(req)
     again = pipeline.run(run_req)
-    assert again.report.done >= len(waiting)
+    assert again.report.done >= left
     assert any("imagery was ingested again" in n for n in again.notes)
     with StateStore(rundir.state) as state:
         assert state.count()[PENDING] == 0
@@ -64,6 +76,9 @@ def test_run_reads_imagery_directly_like_ingest(tmp_path):
     assert direct.report.done == len(list(GRID.chunks_in(GRID.full_window)))
     assert not (tmp_path / "direct" / "input.zarr").exists()
     assert (tmp_path / "direct" / "imagery-index.json").exists()
+    for run_dir in ("ingested", "direct"):  # both paths record every chunk's imagery share
+        with StateStore(RunDir(tmp_path / run_dir).state) as state:
+            assert all(r.coverage is not None and r.coverage > 0 for r in state.records())
     a = run_output(RunDir(tmp_path / "ingested"), GRID.full_window)
     b = run_output(RunDir(tmp_path / "direct"), GRID.full_window)
     assert np.array_equal(a == 0, b == 0)  # nodata exactly where no file covers
