@@ -51,7 +51,6 @@ from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
 from sinolc_dist.patches import chip_batch, forward, lattice, patch_logits, patch_size
 from sinolc_dist.state import ChunkResult, worker_label
-from sinolc_dist.stores import CONFIDENCE_ARRAY
 
 #: Chunk reads a shard task keeps in flight ahead of the chunk being computed.
 PREFETCH = 2
@@ -199,18 +198,6 @@ def _prefetch(reader: ThreadPoolExecutor, read: Callable[[ChunkId], T],
         yield pending.popleft()
 
 
-def _confidence_array(output_path: str, grid: Grid) -> zarr.Array | None:
-    """The output store's ``confidence`` array when the driver created one, else ``None``."""
-    # Not from the consolidated metadata: the array may have been added after it was written.
-    group = zarr.open_group(output_path, mode="r+", zarr_format=3, use_consolidated=False)
-    if CONFIDENCE_ARRAY not in group:
-        return None
-    arr = group[CONFIDENCE_ARRAY]
-    if not isinstance(arr, zarr.Array) or tuple(arr.shape) != tuple(grid.size):
-        raise ConfigError(f"{output_path}/{CONFIDENCE_ARRAY} is not a (y, x) array over the grid {grid.size}")
-    return arr
-
-
 @dataclass
 class ShardOutput:
     """A computed shard waiting to be written: the per-chunk results and the arrays."""
@@ -274,7 +261,7 @@ def compute_shard(task: ShardTask) -> ShardOutput:
 def _targets(task: ShardTask) -> list[zarr.Array]:
     """The output arrays a shard task writes: classes, and confidence when asked for and present."""
     dst = stores.open_array(task.output_path, task.grid)
-    conf = _confidence_array(task.output_path, task.grid) if task.model.confidence else None
+    conf = stores.confidence_array(task.output_path, task.grid) if task.model.confidence else None
     return [dst] if conf is None else [dst, conf]
 
 

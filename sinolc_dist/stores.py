@@ -24,7 +24,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from sinolc_dist.errors import InputError
+from sinolc_dist.errors import ConfigError, InputError
 from sinolc_dist.grid import Grid, Window
 
 INPUT_ARRAY = "image"
@@ -127,6 +127,18 @@ def open_array(path: str | Path, grid: Grid | None = None) -> zarr.Array:
             f"Zarr store {path} was made for another grid ({stored}) than this run's ({grid}); "
             "use a fresh run directory or the matching workflow"
         )
+    return arr
+
+
+def confidence_array(output_path: str | Path, grid: Grid) -> zarr.Array | None:
+    """The output store's ``confidence`` array when the driver created one, else ``None``."""
+    # Not from the consolidated metadata: the array may have been added after it was written.
+    group = zarr.open_group(output_path, mode="r+", zarr_format=3, use_consolidated=False)
+    if CONFIDENCE_ARRAY not in group:
+        return None
+    arr = group[CONFIDENCE_ARRAY]
+    if not isinstance(arr, zarr.Array) or tuple(arr.shape) != tuple(grid.size):
+        raise ConfigError(f"{output_path}/{CONFIDENCE_ARRAY} is not a (y, x) array over the grid {grid.size}")
     return arr
 
 

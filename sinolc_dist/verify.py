@@ -29,6 +29,8 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import zarr
 from distributed import Client, as_completed
 
 from sinolc_dist import stores
@@ -36,7 +38,7 @@ from sinolc_dist.clusters import open_cluster
 from sinolc_dist.config import load_profile
 from sinolc_dist.engine import checksum
 from sinolc_dist.errors import InputError
-from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.grid import ChunkId, Grid, Window
 from sinolc_dist.rundir import RunDir
 from sinolc_dist.state import StateStore
 
@@ -57,8 +59,9 @@ class ShardVerdict:
     shard: ChunkId
     chunks: tuple[ChunkId, ...]
     reason: str
-    #: The file cannot be decoded: it is moved aside before its chunks are recomputed.
-    unreadable: bool = False
+    #: The arrays (``classes``, ``confidence``) whose shard file cannot be decoded: moved aside
+    #: before the chunks are recomputed (a partly planned shard is read back when rewritten).
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,25 +104,39 @@ def present_shards(store_path: Path) -> set[ChunkId]:
     return found
 
 
+def _read_shard(arr: zarr.Array, win: Window) -> tuple[np.ndarray | None, str]:
+    """A shard's pixels, or ``None`` and why it cannot be decoded."""
+    try:
+        return stores.read_window(arr, win), ""
+    except MemoryError:  # the worker's trouble, not the file's
+        raise
+    except Exception as exc:  # whatever a damaged file raises, the shard is bad, never a traceback
+        return None, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
 def check_shards(grid: Grid, store_path: str, jobs: list[ShardJob]) -> list[ShardVerdict]:
     """Read each shard whole and compare its done chunks' classes with their checksums (on a worker).
 
     Any error while decoding a shard (Blosc/zstd, a shard index checksum, a
-    truncated file) makes it unreadable: every done chunk in it is bad.
+    truncated file) makes it unreadable: every done chunk in it is bad.  The
+    ``confidence`` array, where the run writes one, has no checksum but must
+    decode too.
     """
-    arr = stores.open_array(store_path, grid)
+    arrays = {stores.OUTPUT_ARRAY: stores.open_array(store_path, grid)}
+    conf = stores.confidence_array(store_path, grid)
+    if conf is not None:
+        arrays[stores.CONFIDENCE_ARRAY] = conf
     verdicts = []
     for shard, chunks in jobs:
         win = grid.shard_window(shard)
-        try:
-            data = stores.read_window(arr, win)
-        except MemoryError:  # the worker's trouble, not the file's
-            raise
-        except Exception as exc:  # whatever a damaged file raises, the shard is bad, never a traceback
-            text = (str(exc).splitlines() or [""])[0][:200]
-            verdicts.append(ShardVerdict(shard, tuple(c for c, _ in chunks),
-                                         f"unreadable ({type(exc).__name__}: {text})", True))
+        read = {name: _read_shard(arr, win) for name, arr in arrays.items()}
+        broken = {name: why for name, (_, why) in read.items() if why}
+        if broken:
+            reason = "; ".join(f"{name} {why}" for name, why in broken.items())
+            verdicts.append(ShardVerdict(shard, tuple(c for c, _ in chunks), f"unreadable ({reason})",
+                                         tuple(broken)))
             continue
+        data = read[stores.OUTPUT_ARRAY][0]
         bad = tuple(c for c, recorded in chunks
                     if recorded and checksum(data[grid.chunk_window(c).within(win)]) != recorded)
         if bad:
@@ -158,9 +175,9 @@ def cluster_runner(client: Client, grid: Grid, store_path: Path, check: Check = 
     return run
 
 
-def quarantine(store_path: Path, shard: ChunkId, stamp: str) -> Path | None:
-    """Move an unreadable shard file aside, beside the store and never deleted; its new path."""
-    tail = Path(stores.OUTPUT_ARRAY, "c", str(shard.row), str(shard.col))
+def quarantine(store_path: Path, shard: ChunkId, stamp: str, array: str = stores.OUTPUT_ARRAY) -> Path | None:
+    """Move an array's unreadable shard file aside, beside the store and never deleted; its new path."""
+    tail = Path(array, "c", str(shard.row), str(shard.col))
     src = Path(store_path) / tail
     if not src.is_file():
         return None
@@ -203,8 +220,8 @@ def check_done(
         report.checked_shards += len(batch)
         report.checked_chunks += sum(len(chunks) for _, chunks in batch)
         for v in verdicts:
-            moved = quarantine(store_path, v.shard, stamp) if v.unreadable else None
-            report.quarantined.extend([moved] if moved else [])
+            moved = [quarantine(store_path, v.shard, stamp, array) for array in v.unreadable]
+            report.quarantined.extend(p for p in moved if p)
         report.verdicts.extend(verdicts)
         if verdicts:
             on_bad(verdicts)
@@ -302,7 +319,7 @@ def summary_lines(report: VerifyReport, run_dir: Path) -> list[str]:
     if not report.verdicts:
         return [*lines, "no damage found: nothing to recompute"]
     kinds = {"missing": sum(v.reason == MISSING for v in report.verdicts),
-             "unreadable": sum(v.unreadable for v in report.verdicts)}
+             "unreadable": sum(bool(v.unreadable) for v in report.verdicts)}
     kinds["with different classes"] = len(report.verdicts) - sum(kinds.values())
     lines.append(f"{len(report.bad):,} chunk(s) in {len(report.verdicts):,} bad shard(s) ("
                  + ", ".join(f"{n:,} {k}" for k, n in kinds.items() if n) + ") are pending again")

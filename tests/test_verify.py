@@ -195,3 +195,31 @@ def test_a_store_the_workers_cannot_open_is_one_line_and_changes_nothing(finishe
     with StateStore(rundir.state) as state:
         assert state.count()[DONE] == 12
     assert len(present_shards(rundir.output)) == 6
+
+
+@pytest.mark.slow
+def test_an_unreadable_confidence_shard_is_moved_aside_and_recomputed(tmp_path, random_checkpoint):
+    from conftest import WORKFLOW
+
+    run = prepared_run(tmp_path, (WORKFLOW % random_checkpoint).replace("device: cpu}", "device: cpu, "
+                                                                          "confidence: true}"))
+    rundir, req = run["rundir"], pipeline.RunRequest(**{**run["req"].__dict__, "mosaic": False})
+    pipeline.run(req)
+    grid = Grid.from_dict(rundir.read_config()["grid"])
+    conf = rundir.output / stores.CONFIDENCE_ARRAY
+    window = run["scene"].window
+    before = stores.read_window(stores.confidence_array(rundir.output, grid), window)
+    sid = max(present_shards(rundir.output), key=lambda s: len(done_in(rundir, grid, s)))
+    path = conf / "c" / str(sid.row) / str(sid.col)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated: cannot be decoded
+    threads = tmp_path / "threads.yaml"
+    threads.write_text(THREADS)
+    proc = sinolc("verify", "--run-dir", str(rundir.root), "--cluster", str(threads))
+    assert proc.returncode == 1, proc.stderr
+    assert "1 bad shard(s) (1 unreadable)" in proc.stdout
+    with StateStore(rundir.state) as state:
+        assert set(state.chunk_ids(PENDING)) == {c for c in state.chunk_ids() if grid.shard_of(c) == sid}
+    assert list((rundir.root / "output.zarr.quarantine").glob(f"*/confidence/c/{sid.row}/{sid.col}"))
+    assert shard_file(rundir, sid).exists()  # the readable classes stay where they are
+    pipeline.run(req)
+    assert np.array_equal(stores.read_window(stores.confidence_array(rundir.output, grid), window), before)
