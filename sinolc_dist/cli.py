@@ -22,7 +22,7 @@ from sinolc_dist.model_flags import PairsCommand, model_choice, model_options
 from sinolc_dist.provinces import PROVINCES
 from sinolc_dist.reporting import console, run_summary_lines, run_with_progress
 from sinolc_dist.run_status import status_lines
-from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir
+from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir, setup_logging
 from sinolc_dist.state import STATUSES
 
 out = Console()
@@ -262,7 +262,7 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
     mosaics/china.vrt and mosaics/quicklooks/*.png over every provincial file.
     """
     rundir = RunDir(run_dir).require()
-    pipeline.setup_logging(rundir)  # the stage's start, result or failure in logs/driver.log
+    setup_logging(rundir)  # the stage's start, result or failure in logs/driver.log
     if cluster is None:
         reports, notes = mosaic_stage(rundir, allow_incomplete=allow_incomplete, provinces=provinces, crs=crs)
     else:

@@ -56,7 +56,7 @@ class DriverRecord:
     error: str | None = None
 
 
-def one_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
     """An exception as one line: a :class:`SinolcError`'s message, else ``Type: message``."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, SinolcError):
@@ -128,11 +128,11 @@ def driver_session(rundir: RunDir, stage: str) -> Iterator[DriverRecord]:
                     _resume_after(rundir, stage, previous)
                 yield record
             except BaseException as exc:
-                _end(rundir, replace(record, end=FAILED, ended=_now(), error=one_line(exc)))
+                _end(rundir, replace(record, end=FAILED, ended=_now(), error=error_line(exc)))
                 raise
             _end(rundir, replace(record, end=FINISHED, ended=_now()))
     except BaseException as exc:
-        log.error("%s stopped: %s", stage, one_line(exc),
+        log.error("%s stopped: %s", stage, error_line(exc),
                   exc_info=None if isinstance(exc, SinolcError | KeyboardInterrupt) else exc)
         raise
 
@@ -151,7 +151,7 @@ def mosaic_stage(rundir: RunDir, **options: Any) -> tuple[list[CogReport], list[
     try:
         reports, notes = mosaic_run(rundir, **options)
     except BaseException as exc:
-        log.error("mosaic stage: failed: %s", one_line(exc))
+        log.error("mosaic stage: failed: %s", error_line(exc))
         raise
     log.info("mosaic stage: %d COG(s) written%s", len(reports),
              "".join(f"; {note}" for note in notes))

@@ -34,7 +34,7 @@ from sinolc_dist.patches import ENGINE_TOPIC
 from sinolc_dist.plan import make_plan, record_plan
 from sinolc_dist.profiles import task_resources, torch_threads
 from sinolc_dist.regions import Region, resolve_region
-from sinolc_dist.rundir import RunDir, check_frozen
+from sinolc_dist.rundir import RunDir, check_frozen, setup_logging
 from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 from sinolc_dist.verify import stale_chunks
 
@@ -71,25 +71,6 @@ class RunSummary:
     report: RunReport = field(default_factory=RunReport)
     mosaics: list[CogReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-class _DriverLog(logging.FileHandler):
-    """``logs/driver.log``, where a line that cannot be written (a full disk) is lost without a traceback."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        """Drop the line quietly: the error that stops the driver reaches the console on its own."""
-
-
-def setup_logging(rundir: RunDir) -> None:
-    """Send the driver's log to ``logs/driver.log`` (readable, one line per event)."""
-    rundir.logs.mkdir(parents=True, exist_ok=True)
-    logger = logging.getLogger("sinolc_dist")
-    target = str((rundir.logs / "driver.log").resolve())
-    if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
-        handler = _DriverLog(target)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any], legend: Legend) -> dict[str, Any]:

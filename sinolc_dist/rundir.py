@@ -13,9 +13,11 @@ Layout::
       mosaics/        one GeoTIFF (COG) per province
       logs/           driver.log and worker logs
       driver.lock     held by the one running driver (host, PID, start time)
+      driver.json     the last driver's start and end (see sinolc_dist.lifecycle)
 
 Nothing here knows about models or clusters; it only names paths, freezes the
-configuration and guards the single driver.
+configuration, guards the single driver and points the driver's log at
+``logs/driver.log``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -280,3 +283,22 @@ class RunDir:
             "system or make the run directory writable, then run the same command again "
             "(nothing recorded so far was changed)"
         )
+
+
+class _DriverLog(logging.FileHandler):
+    """``logs/driver.log``, where a line that cannot be written (a full disk) is lost without a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Drop the line quietly: the error that stops the driver reaches the console on its own."""
+
+
+def setup_logging(rundir: RunDir) -> None:
+    """Send the driver's log to ``logs/driver.log`` (readable, one line per event)."""
+    rundir.logs.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("sinolc_dist")
+    target = str((rundir.logs / "driver.log").resolve())
+    if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+        handler = _DriverLog(target)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

@@ -39,7 +39,7 @@ from sinolc_dist.config import load_profile
 from sinolc_dist.engine import checksum
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import ChunkId, Grid, Window
-from sinolc_dist.rundir import RunDir
+from sinolc_dist.rundir import RunDir, setup_logging
 from sinolc_dist.state import StateStore
 
 log = logging.getLogger("sinolc_dist")
@@ -287,8 +287,6 @@ def verify_run(run_dir: Path, sample: int | None = None, cluster: str | None = N
     set pending batch by batch and logged to ``logs/driver.log``; the next
     ``sinolc-dist run`` recomputes them.  ``cluster`` overrides the run's profile.
     """
-    from sinolc_dist.pipeline import setup_logging  # the driver's log, logs/driver.log (as ingest does)
-
     rundir = RunDir(Path(run_dir)).require()
     config = rundir.read_config()
     grid = Grid.from_dict(config["grid"])

@@ -21,7 +21,7 @@ from sinolc_dist.lifecycle import (
     mosaic_stage,
     read_record,
 )
-from sinolc_dist.rundir import RunDir
+from sinolc_dist.rundir import RunDir, setup_logging
 from sinolc_dist.state import StateStore
 
 
@@ -32,7 +32,7 @@ def _log(rundir: RunDir) -> str:
 @pytest.fixture
 def rundir(tmp_path) -> RunDir:
     rundir = RunDir(tmp_path / "run").create()
-    pipeline.setup_logging(rundir)
+    setup_logging(rundir)
     return rundir
 
 

@@ -49,7 +49,7 @@ from sinolc_dist.ingest.sources import Bounds, ImageryIndex, MosaicOptions
 from sinolc_dist.ingest.tasks import EMPTY, IngestTask, ingest_shard
 from sinolc_dist.lifecycle import driver_session
 from sinolc_dist.plan import make_plan
-from sinolc_dist.rundir import RunDir, atomic_write_text, check_frozen
+from sinolc_dist.rundir import RunDir, atomic_write_text, check_frozen, setup_logging
 from sinolc_dist.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 
 log = logging.getLogger("sinolc_dist.ingest")
@@ -166,8 +166,6 @@ def ingest(
     shares = chunk_shares(grid, (c for c, _ in plan.chunks()), update.index)
     # ------------------------------------------------ nothing was written before this line
     rundir.create()
-    from sinolc_dist.pipeline import setup_logging  # the driver's log, logs/driver.log
-
     setup_logging(rundir)
     index = update.index
     summary = IngestSummary(rundir, sources=len(index.sources), indexed=update.described,
