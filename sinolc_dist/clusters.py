@@ -43,7 +43,9 @@ from sinolc_dist.profiles import (
     require_commands,
     walltime_seconds,
 )
+from sinolc_dist.rundir import RunDir
 from sinolc_dist.watchdog import JobWatchdog, RunStopped
+from sinolc_dist.worker_logs import WorkerLogFile
 
 log = logging.getLogger("sinolc_dist.clusters")
 if threading.current_thread() is threading.main_thread():
@@ -108,7 +110,7 @@ def build_cluster(kind: str, settings: dict[str, Any], run_dir: Path,
     elif "host" not in opts and "interface" not in opts and not s.get("interface"):
         opts["host"] = "127.0.0.1"
     run_dir = Path(run_dir).resolve()
-    s["log_directory"] = str(Path(s.get("log_directory") or run_dir / "logs" / "workers").absolute())
+    s["log_directory"] = str(Path(s.get("log_directory") or RunDir(run_dir).worker_logs).absolute())
     s.setdefault("job_name", "sinolc-worker")
     section = f"jobqueue.{s.get('config_name') or job_cls.config_name}"
     extra = list(s.get("worker_extra_args") or dask.config.get(f"{section}.worker-extra-args", []))
@@ -211,6 +213,8 @@ def open_cluster(kind: str, settings: dict[str, Any], run_dir: Path | None = Non
         tornado_log.removeFilter(quiet)
         with Client(cluster, security=cluster.security) as client:
             if kind not in JOBQUEUE:
+                if settings.get("processes", True):
+                    client.register_plugin(WorkerLogFile(RunDir(run_dir or Path.cwd()).worker_logs))
                 yield client
                 return
             watchdog = JobWatchdog(cluster, kind, settings)

@@ -155,6 +155,11 @@ class RunDir:
         return self.root / "logs"
 
     @property
+    def worker_logs(self) -> Path:
+        """Folder of the workers' own logs (batch jobs' output, local worker processes' lines)."""
+        return self.logs / "workers"
+
+    @property
     def lock(self) -> Path:
         """The single-driver lock file."""
         return self.root / "driver.lock"
