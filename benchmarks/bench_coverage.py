@@ -2,7 +2,7 @@
 
 Builds an index of N synthetic scene footprints (each a few km, scattered over
 the grid, overlapping where they fall together) and times
-:func:`sinolc_dist.coverage.chunk_shares` over all chunks of the ``cn`` workflow's
+:func:`sinolc_dist.stages.coverage.chunk_shares` over all chunks of the ``cn`` workflow's
 grid (what ``run`` and ``ingest`` compute on every start), and the overlap check.
 
     python benchmarks/bench_coverage.py [--files 20000] [--workflow cn]
@@ -16,11 +16,11 @@ import time
 
 from results_file import save
 
-from sinolc_dist.config import load_workflow
-from sinolc_dist.coverage import chunk_shares, require_overlap
 from sinolc_dist.grid import ChunkId
-from sinolc_dist.ingest.sources import ImageryIndex, MosaicOptions, Source
-from sinolc_dist.regions import resolve_region
+from sinolc_dist.imagery.sources import ImageryIndex, MosaicOptions, Source
+from sinolc_dist.regions.region import resolve_region
+from sinolc_dist.stages.coverage import chunk_shares, require_overlap
+from sinolc_dist.stages.workflow import load_workflow
 
 
 def main() -> None:

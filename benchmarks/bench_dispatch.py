@@ -29,17 +29,17 @@ import numpy as np
 from distributed import Client, LocalCluster
 from results_file import save
 
-from sinolc_dist import stores
-from sinolc_dist.config import load_workflow
-from sinolc_dist.driver import dispatch, shard_tasks
-from sinolc_dist.engine import ModelRef, ShardTask, checksum
+from sinolc_dist.deliver.maps import status_map
+from sinolc_dist.engine.inference import ModelRef, ShardTask, checksum
 from sinolc_dist.grid import ChunkId, Grid
-from sinolc_dist.maps import status_map
-from sinolc_dist.plan import make_plan, record_plan
-from sinolc_dist.run_status import status
-from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, PENDING, ChunkResult, StateStore
-from sinolc_dist.verify import ShardJob, ShardVerdict, check_done, check_shards, cluster_runner
+from sinolc_dist.regions.plan import make_plan, record_plan
+from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.layout import RunDir
+from sinolc_dist.rundir.state import DONE, PENDING, ChunkResult, StateStore
+from sinolc_dist.stages.dispatch import dispatch, shard_tasks
+from sinolc_dist.stages.status import status
+from sinolc_dist.stages.verify import ShardJob, ShardVerdict, check_done, check_shards, cluster_runner
+from sinolc_dist.stages.workflow import load_workflow
 
 
 def no_op(task: ShardTask) -> list[ChunkResult]:

@@ -32,9 +32,7 @@ import torch
 from distributed import Client, LocalCluster
 from results_file import save
 
-from sinolc_dist import stores
-from sinolc_dist.driver import dispatch
-from sinolc_dist.engine import (
+from sinolc_dist.engine.inference import (
     ModelRef,
     ShardTask,
     compute_shard,
@@ -43,11 +41,13 @@ from sinolc_dist.engine import (
     run_shard,
     write_shard,
 )
+from sinolc_dist.engine.patches import patch_size
 from sinolc_dist.grid import CHINA_ALBERS, Grid
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
-from sinolc_dist.patches import patch_size
-from sinolc_dist.state import StateStore
+from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.state import StateStore
+from sinolc_dist.stages.dispatch import dispatch
 
 
 def _sync(device: torch.device) -> None:

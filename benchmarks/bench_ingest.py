@@ -5,7 +5,7 @@ zone 50 (tiled, deflate, as COG-like GeoTIFFs usually are), then fills a
 ``--size`` x ``--size`` px window of an Albers grid (``--chunk`` px chunks, 2 x 2
 chunks per shard) three ways, with the same resampling:
 
-- ``fill``: :func:`sinolc_dist.ingest.warp.fill_window` chunk after chunk in this
+- ``fill``: :func:`sinolc_dist.imagery.warp.fill_window` chunk after chunk in this
   process (one thread): the warp itself, no store;
 - ``stage``: the whole ``ingest`` stage on a LocalCluster of ``--workers``
   single-threaded processes: index, plan, dispatch, warp, compressed Zarr writes;
@@ -41,10 +41,10 @@ from rasterio.warp import transform_bounds
 from results_file import save
 
 from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
-from sinolc_dist.ingest.index import build_index
-from sinolc_dist.ingest.run import IngestRequest, ingest
-from sinolc_dist.ingest.sources import MosaicOptions
-from sinolc_dist.ingest.warp import fill_window
+from sinolc_dist.imagery.index import build_index
+from sinolc_dist.imagery.sources import MosaicOptions
+from sinolc_dist.imagery.warp import fill_window
+from sinolc_dist.stages.ingest import IngestRequest, ingest
 
 
 def make_grid(size: int, chunk: int) -> Grid:

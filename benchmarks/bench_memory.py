@@ -21,8 +21,8 @@ CHILD = r"""
 import json, resource, sys, tempfile
 from pathlib import Path
 import numpy as np, torch
-from sinolc_dist import stores
-from sinolc_dist.engine import ModelRef, ShardTask, run_shard
+from sinolc_dist.rundir import stores
+from sinolc_dist.engine.inference import ModelRef, ShardTask, run_shard
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet

@@ -41,9 +41,9 @@ import rasterio.shutil
 import shapely
 from results_file import save
 
+from sinolc_dist.deliver.cog import write_cog
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
-from sinolc_dist.mosaic import write_cog
-from sinolc_dist.stores import create_store, open_array, write_window
+from sinolc_dist.rundir.stores import create_store, open_array, write_window
 
 GDAL_OPTIONS = {"COMPRESS": "DEFLATE", "BLOCKSIZE": "512", "OVERVIEW_RESAMPLING": "MODE"}
 

@@ -32,11 +32,11 @@ import yaml
 from authors_test_py import blended_like_test_py
 from results_file import save
 
-from sinolc_dist import stores
-from sinolc_dist.engine import ModelRef, ShardTask, load_model, run_shard
+from sinolc_dist.engine.inference import ModelRef, ShardTask, load_model, run_shard
 from sinolc_dist.grid import CHINA_ALBERS, Grid
 from sinolc_dist.models.checkpoint import load_checkpoint
 from sinolc_dist.models.paraformer import Paraformer
+from sinolc_dist.rundir import stores
 
 BANDS, CLASSES = 4, 17  # the authors' public Chesapeake configuration
 MEAN, STD = [117.67, 130.39, 121.52, 162.92], [39.25, 37.82, 24.24, 60.03]
@@ -115,8 +115,8 @@ import json, resource, sys
 sys.path.insert(0, "benchmarks")
 import torch
 import engine_paraformer as ep
-from sinolc_dist import stores
-from sinolc_dist.engine import ModelRef, ShardTask, run_shard
+from sinolc_dist.rundir import stores
+from sinolc_dist.engine.inference import ModelRef, ShardTask, run_shard
 from sinolc_dist.grid import Grid
 who, ckpt, spec, n = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(2)

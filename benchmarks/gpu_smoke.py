@@ -21,7 +21,7 @@ import torch
 from results_file import save
 
 from sinolc_dist.demo.scene import make_scene
-from sinolc_dist.engine import ModelRef, classify_chunk, load_model
+from sinolc_dist.engine.inference import ModelRef, classify_chunk, load_model
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
 from sinolc_dist.models import DEMO_CHECKPOINT
 from sinolc_dist.models.checkpoint import load_checkpoint

@@ -15,15 +15,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sinolc_dist import __version__, pipeline, run_status
+from sinolc_dist import __version__
 from sinolc_dist.errors import SinolcError
-from sinolc_dist.lifecycle import mosaic_stage
 from sinolc_dist.model_flags import PairsCommand, model_choice, model_options
-from sinolc_dist.provinces import PROVINCES
-from sinolc_dist.reporting import console, run_summary_lines, run_with_progress
-from sinolc_dist.run_status import status_lines
-from sinolc_dist.rundir import DEFAULT_RUN_DIR, RunDir, setup_logging
-from sinolc_dist.state import STATUSES
+from sinolc_dist.regions.provinces import PROVINCES
+from sinolc_dist.rundir.layout import DEFAULT_RUN_DIR, RunDir, setup_logging
+from sinolc_dist.rundir.state import STATUSES
+from sinolc_dist.stages import infer
+from sinolc_dist.stages import status as run_status
+from sinolc_dist.stages.lifecycle import mosaic_stage
+from sinolc_dist.stages.reporting import console, run_summary_lines, run_with_progress
+from sinolc_dist.stages.status import status_lines
 
 out = Console()
 
@@ -65,9 +67,9 @@ def demo(run_dir: Path, cluster: str | None) -> None:
 
     rundir = RunDir(run_dir)
     scene = prepare_demo(rundir)
-    req = pipeline.RunRequest(run_dir, str(scene.region_file.resolve()), DEMO_WORKFLOW,
+    req = infer.RunRequest(run_dir, str(scene.region_file.resolve()), DEMO_WORKFLOW,
                               cluster or "local")
-    run_with_progress(run_summary_lines, pipeline.run, req)
+    run_with_progress(run_summary_lines, infer.run, req)
     console.print(f"synthetic truth: {scene.truth_file}")
     out.print(f"overall accuracy against the synthetic truth: "
               f"{demo_accuracy(rundir, scene) * 100:.2f} %")
@@ -102,11 +104,11 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
     A state_dict trained with the SinoLC-1 authors' code runs as saved:
     `--checkpoint theirs.pth --arch paraformer --override bands=[...] mean=[...] std=[...] classes=[...]`.
     """
-    req = pipeline.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
+    req = infer.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
                               boundaries, mosaic=not no_mosaic,
                               model=model_choice(arch, width, plugin, kwargs, overrides),
                               imagery=imagery, zoom=zoom)
-    run_with_progress(run_summary_lines, pipeline.run, req)
+    run_with_progress(run_summary_lines, infer.run, req)
 
 
 @cli.command()
@@ -134,15 +136,15 @@ def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus
     with the same region reuses it; --map draws it (chunks on province borders
     highlighted).
     """
-    from sinolc_dist.config import load_workflow
-    from sinolc_dist.coverage import coverage_lines, plan_imagery
-    from sinolc_dist.plan import DEFAULT_GPU_PX_PER_S, make_plan, record_plan
+    from sinolc_dist.regions.plan import DEFAULT_GPU_PX_PER_S, make_plan, record_plan
+    from sinolc_dist.stages.coverage import coverage_lines, plan_imagery
+    from sinolc_dist.stages.workflow import load_workflow
 
     grid = load_workflow(workflow).grid
     p = make_plan(region, grid, boundaries, gpus, throughput or DEFAULT_GPU_PX_PER_S)
     covered = plan_imagery(p, imagery, zoom, run_dir)
     if map_path is not None:
-        from sinolc_dist.maps import plan_map  # matplotlib only when a map is asked for
+        from sinolc_dist.deliver.maps import plan_map  # matplotlib only when a map is asked for
 
         console.print(f"map: {plan_map(p, map_path)}", markup=False, soft_wrap=True)
     if not no_write:
@@ -176,7 +178,7 @@ def rerun(run_dir: Path, failed: bool, chunks: tuple[str, ...], province: str | 
     """Run chosen chunks again (failed ones, given ids, or a province's)."""
     if not (failed or chunks or province):
         raise click.UsageError("say what to rerun: --failed, --chunk ID or --province P")
-    run_with_progress(run_summary_lines, pipeline.rerun, run_dir, failed=failed, chunks=chunks,
+    run_with_progress(run_summary_lines, infer.rerun, run_dir, failed=failed, chunks=chunks,
                       province=province, cluster=cluster)
 
 
@@ -194,7 +196,7 @@ def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
     """
     report = run_status.status(run_dir)
     if map_path is not None:
-        from sinolc_dist.maps import status_map  # matplotlib only when a map is asked for
+        from sinolc_dist.deliver.maps import status_map  # matplotlib only when a map is asked for
 
         console.print(f"map: {status_map(run_dir, map_path)}", markup=False, soft_wrap=True)
     if as_json:
@@ -229,7 +231,7 @@ def verify(run_dir: Path, check_all: bool, sample: int | None, cluster: str | No
     `sinolc-dist run` command to recompute.  Exits 0 when no damage was found,
     1 when bad chunks were found (and set pending).
     """
-    from sinolc_dist.verify import summary_lines, verify_run
+    from sinolc_dist.stages.verify import summary_lines, verify_run
 
     if check_all and sample is not None:
         raise click.UsageError("give --all or --sample N, not both")
@@ -266,8 +268,8 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
     if cluster is None:
         reports, notes = mosaic_stage(rundir, allow_incomplete=allow_incomplete, provinces=provinces, crs=crs)
     else:
-        from sinolc_dist.clusters import open_cluster
-        from sinolc_dist.config import load_profile
+        from sinolc_dist.cluster.core import open_cluster
+        from sinolc_dist.stages.workflow import load_profile
 
         kind, settings = load_profile(cluster)
         with open_cluster(kind, settings, rundir.root) as client:
@@ -304,9 +306,9 @@ def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: 
     arguments), submits it and prints the job id, the log and the ssh tunnel to the
     dashboard.  Worker jobs are then submitted by the driver from its node.
     """
-    from sinolc_dist import submit as submitting
+    from sinolc_dist.stages import submit as submitting
 
-    req = pipeline.RunRequest(run_dir, region, workflow, cluster, checkpoint, boundaries,
+    req = infer.RunRequest(run_dir, region, workflow, cluster, checkpoint, boundaries,
                               model=model_choice(arch, width, plugin, kwargs, overrides))
     if dry_run:
         driver, worker = submitting.preview(req, driver_walltime, driver_queue)
@@ -349,8 +351,8 @@ def ingest(imagery: tuple[str, ...], region: str, workflow: str, cluster: str | 
     file touches are recorded no-imagery, not dispatched.  Exits 1 when chunks failed; imagery
     missing the region, or a file never opened, stops it before anything is written.
     """
-    from sinolc_dist.ingest.run import IngestRequest, summary_lines
-    from sinolc_dist.ingest.run import ingest as run_ingest
+    from sinolc_dist.stages.ingest import IngestRequest, summary_lines
+    from sinolc_dist.stages.ingest import ingest as run_ingest
 
     req = IngestRequest(run_dir, imagery, region, workflow, cluster or "local", checkpoint, boundaries,
                         zoom, resampling, order, scale, failed)

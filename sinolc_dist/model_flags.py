@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import click
 
-from sinolc_dist.config import ModelChoice, parse_overrides, parse_pairs
+from sinolc_dist.stages.workflow import ModelChoice, parse_overrides, parse_pairs
 
 #: Flags that take one or more ``KEY=VALUE`` words (``--override a=1 b=2``, or the flag repeated).
 PAIR_FLAGS = ("--override", "--kwargs")

@@ -16,13 +16,14 @@ import pytest
 import torch
 from distributed import get_client
 
-from sinolc_dist import pipeline, stores
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
-from sinolc_dist.rundir import RunDir
-from sinolc_dist.state import DONE, StateStore
+from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.layout import RunDir
+from sinolc_dist.rundir.state import DONE, StateStore
+from sinolc_dist.stages import infer
 
 
 def small_grid(size: tuple[int, int] = (300, 260), chunk: int = 64, block: int = 32,
@@ -82,7 +83,7 @@ def prepared_run(tmp_path: Path, workflow_text: str) -> dict:
     cl.write_text(CLUSTER)
     rundir = RunDir(tmp_path / "run")
     scene = prepare_demo(rundir, str(wf), SMALL_SCENE)
-    req = pipeline.RunRequest(rundir.root, str(scene.region_file), str(wf), str(cl))
+    req = infer.RunRequest(rundir.root, str(scene.region_file), str(wf), str(cl))
     return {"rundir": rundir, "scene": scene, "req": req, "wf": wf}
 
 
@@ -119,7 +120,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path)
     cl.write_text(CLUSTER)
     ref = RunDir(tmp / "ref")
     scene = prepare_demo(ref, str(wf), SMALL_SCENE)
-    pipeline.run(pipeline.RunRequest(ref.root, str(scene.region_file), str(wf), str(cl), mosaic=False))
+    infer.run(infer.RunRequest(ref.root, str(scene.region_file), str(wf), str(cl), mosaic=False))
     return run_output(ref, scene.window)
 
 
@@ -213,14 +214,14 @@ def recorded_done(state_path: Path) -> int:
         return 0
 
 
-def driver_args(req: pipeline.RunRequest) -> list[str]:
+def driver_args(req: infer.RunRequest) -> list[str]:
     """The command line of a real `sinolc-dist run` driver for ``req`` (no mosaic stage)."""
     return [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "run",
             "--region", req.region, "--workflow", req.workflow, "--cluster", req.cluster,
             "--run-dir", str(req.run_dir), "--no-mosaic"]
 
 
-def start_driver(req: pipeline.RunRequest) -> subprocess.Popen:
+def start_driver(req: infer.RunRequest) -> subprocess.Popen:
     """Start that driver in its own session (so a test can kill its whole process group)."""
     return subprocess.Popen(driver_args(req), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

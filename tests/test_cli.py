@@ -12,14 +12,14 @@ import rasterio
 import torch
 import yaml
 
-from sinolc_dist import stores
 from sinolc_dist.demo.run import prepare_demo
-from sinolc_dist.engine import normalise
+from sinolc_dist.engine.inference import normalise
 from sinolc_dist.grid import Grid
-from sinolc_dist.ingest.pixels import SourceReadError
+from sinolc_dist.imagery.pixels import SourceReadError
 from sinolc_dist.legend import CHESAPEAKE
 from sinolc_dist.models.checkpoint import load_checkpoint
-from sinolc_dist.rundir import RunDir
+from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.layout import RunDir
 from tests.models.authors_layout import (
     l2hnet_layout,
     paraformer_keys_only,
@@ -27,7 +27,7 @@ from tests.models.authors_layout import (
     random_state_dict,
     save_plain,
 )
-from tests.test_run_status import CHUNKS, GRID, fill_state
+from tests.stages.test_status import CHUNKS, GRID, fill_state
 
 
 def sinolc(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from sinolc_dist.config import load_workflow
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, Window, geographic_grid
+from sinolc_dist.stages.workflow import load_workflow
 
 
 def test_default_grid_covers_china_at_1m_albers():

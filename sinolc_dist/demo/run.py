@@ -18,12 +18,12 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
-from sinolc_dist import stores
-from sinolc_dist.config import load_workflow
 from sinolc_dist.demo.scene import make_scene
 from sinolc_dist.grid import Grid, Window
 from sinolc_dist.legend import SINOLC
-from sinolc_dist.rundir import RunDir
+from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.layout import RunDir
+from sinolc_dist.stages.workflow import load_workflow
 
 #: Where the scene goes: farmland north-west of Wuhan, well inside Hubei.
 DEMO_LONLAT = (113.70, 30.95)

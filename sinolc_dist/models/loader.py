@@ -64,7 +64,7 @@ class ModelRef:
     free GPU memory; 1 on a CPU).  ``confidence``: ``run_shard`` also writes the top-1
     probability (uint8) where the output store has a ``confidence`` array.
     ``patch``: the forward-pass patch side in px, or ``"auto"`` (chosen per
-    worker for its device, see ``sinolc_dist.patches``).  ``compile``: wrap the
+    worker for its device, see ``sinolc_dist.engine.patches``).  ``compile``: wrap the
     module in ``torch.compile`` (GPU workers).
     ``kwargs`` and ``overrides`` accept a dict and are stored as sorted pairs.
     """

@@ -31,7 +31,7 @@ Contract, for both kinds:
     (equal to a whole-raster pass) and the grid's halo must be at least it.
   - ``chip_size: int`` (optional ``chip_stride``, default ``chip_size // 2``):
     run the model on ``chip_size`` px chips with overlap, blended with Gaussian
-    or the SinoLC-1 authors' weights (``ModelRef.blend``, ``sinolc_dist.blend``).
+    or the SinoLC-1 authors' weights (``ModelRef.blend``, ``sinolc_dist.engine.blend``).
     A chip model may set ``default_blend`` (``gaussian`` or ``authors``) for
     when the workflow asks none.  A model without ``receptive_radius`` is taken
     to need exactly ``chip_size`` px: a chip clipped by the raster's edge is

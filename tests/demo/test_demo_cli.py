@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from sinolc_dist import stores
 from sinolc_dist.grid import Grid
 from sinolc_dist.legend import SINOLC
-from sinolc_dist.rundir import RunDir
+from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.layout import RunDir
 
 
 def demo(run_dir) -> subprocess.CompletedProcess:

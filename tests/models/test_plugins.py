@@ -5,13 +5,13 @@ import pytest
 import torch
 from conftest import small_grid
 from plugin_factory import ChipNet
-from test_engine import engine_classes
 
-from sinolc_dist.engine import ModelRef, load_model
+from sinolc_dist.engine.inference import ModelRef, load_model
 from sinolc_dist.errors import CheckpointError, ConfigError
 from sinolc_dist.models.checkpoint import load_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
 from sinolc_dist.models.plugins import measure_receptive_radius
+from tests.engine.test_inference import engine_classes
 
 FACTORY = "tests.models.plugin_factory"
 

@@ -1,0 +1,1 @@
+"""What a run hands out: provincial COGs, the national VRT, statistics, quicklooks, STAC items."""

@@ -1,0 +1,1 @@
+"""Where to run: provinces, region specs, chunk selection and the plan."""

@@ -1,0 +1,1 @@
+"""The run directory: its layout and frozen configuration, the state, the Zarr stores."""

@@ -1,0 +1,1 @@
+"""The driver's stages: infer (run), ingest, deliver, verify, submit; dispatch, workflows, status."""

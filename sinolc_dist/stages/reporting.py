@@ -1,0 +1,105 @@
+"""What a long command shows while it runs and when it ends.
+
+A progress bar on a terminal (chunks, px/s, km²/h, ETA), a plain line every
+10 s in batch logs, and the closing summary, also printed when the run ends
+with failed chunks (then the error line follows).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sinolc_dist.errors import ChunkFailures
+from sinolc_dist.stages.dispatch import RunReport
+
+#: Progress and summaries go to stderr; results a script may read go to stdout.
+console = Console(stderr=True)
+
+
+class ProgressDisplay:
+    """A progress bar on a terminal, a log line every 10 s in batch logs."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+        self.task: Any = None
+        self.last = 0.0
+
+    def start(self, summary: Any) -> None:
+        """Print where the run is and what is already done, the dashboard's and scheduler's addresses."""
+        console.print(f"run directory: {summary.rundir.root.resolve()}")
+        console.print(f"chunks planned: {summary.planned}, already done: {summary.skipped}")
+        if summary.dashboard:
+            console.print(f"dashboard: {summary.dashboard}")
+        if summary.scheduler:
+            console.print(f"scheduler: {summary.scheduler}")
+
+    def update(self, report: RunReport, total: int) -> None:
+        """Show chunks done/failed, throughput and the ETA."""
+        eta = ""
+        finished = report.done + report.failed
+        if finished and report.seconds:
+            remaining = (total - finished) * report.seconds / finished
+            eta = time.strftime("%H:%M:%S", time.gmtime(remaining))
+        km2_h = report.pixels * 1e-6 / report.seconds * 3600 if report.seconds else 0.0
+        text = (f"{report.done} done, {report.failed} failed, {report.retried} retried | "
+                f"{report.px_per_s:,.0f} px/s, {km2_h:,.1f} km²/h | ETA {eta or '?'}")
+        if console.is_terminal:
+            if self.bar is None:
+                self.bar = Progress(TextColumn("chunks"), BarColumn(),
+                                    TextColumn("{task.completed}/{task.total}"),
+                                    TimeElapsedColumn(), TextColumn("{task.description}"),
+                                    console=console)
+                self.bar.start()
+                self.task = self.bar.add_task(text, total=total)
+            self.bar.update(self.task, completed=finished, description=text)
+        elif time.time() - self.last > 10 or finished == total:
+            self.last = time.time()
+            console.print(f"[{finished}/{total}] {text}")
+
+    def stop(self) -> None:
+        """Remove the bar (idempotent)."""
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def run_summary_lines(summary: Any) -> list[str]:
+    """The closing lines of ``run``/``rerun``/``demo``: counts, speed and what was written."""
+    r = summary.report
+    lines = [
+        f"inference: {r.done} chunk(s) done, {r.failed} failed, {summary.skipped} skipped "
+        f"(already done), {r.seconds:.1f} s, {r.px_per_s:,.0f} px/s",
+        f"output store: {summary.rundir.output}",
+    ]
+    lines += [f"mosaic: {m.path} ({m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, COG valid: {m.valid})"
+              for m in summary.mosaics]
+    lines += [f"note: {note}" for note in summary.notes]
+    lines.append(f"log: {summary.rundir.logs / 'driver.log'}")
+    return lines
+
+
+def run_with_progress(describe: Callable[[Any], list[str]], fn: Callable[..., Any], *args: Any,
+                      **kwargs: Any) -> Any:
+    """Call a stage with a progress display; print its summary, also when chunks failed."""
+    progress = ProgressDisplay()
+    try:
+        summary = fn(*args, on_start=progress.start, on_progress=progress.update, **kwargs)
+    except ChunkFailures as exc:  # the stage went on: show what it did, then the error
+        progress.stop()
+        if exc.summary is not None:
+            _print(describe(exc.summary))
+        raise
+    finally:
+        progress.stop()
+    _print(describe(summary))
+    return summary
+
+
+def _print(lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
