@@ -68,6 +68,25 @@ class ChunkId(NamedTuple):
         return first.key if first == last else f"{first.key}..{last.key}"
 
 
+class ShardId(NamedTuple):
+    """A Zarr shard's place, ``(row, col)`` in shard units: ``grid.shard`` chunks per side.
+
+    Distinct from :class:`ChunkId` so that a shard index is never taken for a
+    chunk's (both are two ints): the grid converts between them.
+    """
+
+    row: int
+    col: int
+
+    @property
+    def key(self) -> str:
+        """The shard's Zarr key under an array (``c/row/col``, the shard's file)."""
+        return f"c/{self.row}/{self.col}"
+
+    def __str__(self) -> str:
+        return f"shard {self.row}/{self.col}"
+
+
 class Window(NamedTuple):
     """A pixel window of the grid: rows ``[row0, row1)``, columns ``[col0, col1)``."""
 
@@ -245,19 +264,34 @@ class Grid:
             for col in range(w.col0 // c, (w.col1 - 1) // c + 1):
                 yield ChunkId(row, col)
 
-    # ------------------------------------------------------------------- shards
-    def shard_of(self, cid: ChunkId) -> ChunkId:
-        """The shard (in shard units, row/col) that holds a chunk."""
-        return ChunkId(cid.row // self.shard, cid.col // self.shard)
+    @property
+    def nominal_pixel_m2(self) -> float:
+        """A pixel's nominal ground area in m² (degrees taken at the equator): for estimates.
 
-    def by_shard(self, chunks: Iterable[ChunkId]) -> dict[ChunkId, tuple[ChunkId, ...]]:
+        Plans, ETAs and throughput in km²/h use it; true equal-area class areas
+        are :class:`sinolc_dist.deliver.stats.PixelAreas`'.
+        """
+        side = self.resolution / DEGREE_METRE if self.pyproj_crs.is_geographic else self.resolution
+        return side**2
+
+    @property
+    def nominal_chunk_km2(self) -> float:
+        """A whole chunk's nominal ground area in km² (see :attr:`nominal_pixel_m2`)."""
+        return self.chunk**2 * self.nominal_pixel_m2 / 1e6
+
+    # ------------------------------------------------------------------- shards
+    def shard_of(self, cid: ChunkId) -> ShardId:
+        """The shard (in shard units, row/col) that holds a chunk."""
+        return ShardId(cid.row // self.shard, cid.col // self.shard)
+
+    def by_shard(self, chunks: Iterable[ChunkId]) -> dict[ShardId, tuple[ChunkId, ...]]:
         """Chunks grouped by the shard that holds them, shards and chunks in (row, col) order."""
-        groups: dict[ChunkId, list[ChunkId]] = {}
+        groups: dict[ShardId, list[ChunkId]] = {}
         for cid in chunks:
             groups.setdefault(self.shard_of(cid), []).append(cid)
         return {sid: tuple(sorted(groups[sid])) for sid in sorted(groups)}
 
-    def shard_window(self, sid: ChunkId) -> Window:
+    def shard_window(self, sid: ShardId) -> Window:
         """Pixel window of a shard, clipped to the grid."""
         s = self.shard_px
         return Window(

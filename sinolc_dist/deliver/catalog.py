@@ -24,8 +24,8 @@ from typing import Any
 import rasterio
 from rasterio.warp import transform_bounds
 
+from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import ChunkId
-from sinolc_dist.rundir.layout import atomic_write_text
 from sinolc_dist.rundir.state import DONE, NO_IMAGERY, ChunkRecord
 
 #: Tags of :meth:`Contents.tags`.

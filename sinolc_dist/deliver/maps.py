@@ -37,6 +37,7 @@ from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.errors import InputError
+from sinolc_dist.files import atomic_write
 from sinolc_dist.grid import Grid
 from sinolc_dist.legend import NODATA, SINOLC, Legend
 from sinolc_dist.regions.plan import Plan
@@ -231,15 +232,10 @@ def _save(fig: Figure, ax: Axes, view: tuple[float, float, float, float], path: 
     """Write the figure as PNG beside ``path``, then rename it into place."""
     ax.set_xlim(view[0], view[2])
     ax.set_ylim(view[1], view[3])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format="png", dpi="figure", bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi="figure", bbox_inches="tight"),
+                     binary=True)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write map {path}: {exc.strerror or exc}; free space on its file "
                          "system or make it writable, then run the same command again") from None
     return path

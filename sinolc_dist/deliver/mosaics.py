@@ -63,12 +63,13 @@ from sinolc_dist.deliver.cog import (
 )
 from sinolc_dist.deliver.stats import ProvinceAreas, area_method, write_tables
 from sinolc_dist.errors import InputError, SinolcError
+from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import ChunkId, Grid, Window
 from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description, run_legend
 from sinolc_dist.regions.provinces import Province, province_by_name
 from sinolc_dist.regions.region import province_geometries, resolve_region, to_crs
 from sinolc_dist.rundir import stores
-from sinolc_dist.rundir.layout import RunDir, atomic_write_text
+from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import FAILED, PENDING, StateStore
 
 if TYPE_CHECKING:

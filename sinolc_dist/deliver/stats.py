@@ -38,9 +38,9 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from sinolc_dist.errors import InputError
+from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
 from sinolc_dist.legend import NODATA, SINOLC, Legend
-from sinolc_dist.rundir.layout import atomic_write_text
 
 #: Codes a uint8 class map can hold.
 CODES = 256

@@ -39,8 +39,8 @@ import shapely
 from rasterio.enums import ColorInterp
 
 from sinolc_dist.errors import ConfigError, InputError
+from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import Grid
-from sinolc_dist.rundir.layout import atomic_write_text
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "average")
 ORDERS = ("newest", "given")

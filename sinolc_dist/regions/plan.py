@@ -13,10 +13,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.regions.region import Region, resolve_region
 from sinolc_dist.regions.select import ChunkSelection, select_chunks
-from sinolc_dist.rundir.layout import RunDir, atomic_write_text
+from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import StateStore
 
 #: Pixels/s one GPU sustains through the engine: L2HNet width 128, bf16, on an H200
@@ -83,20 +84,13 @@ class Plan:
 
 def _row(adcode: str, name: str, chunks: int, land_km2: float, grid: Grid, bands: int,
          px_per_s: float) -> PlanRow:
-    pixels = land_km2 * 1e6 / _pixel_area_m2(grid)
+    pixels = land_km2 * 1e6 / grid.nominal_pixel_m2
     return PlanRow(
         adcode=adcode, name=name, chunks=chunks, land_km2=land_km2, pixels=pixels,
         input_gb=pixels * bands / 1e9, input_gb_compressed=pixels * bands / 1e9 / INPUT_RATIO,
         output_gb=pixels / 1e9, output_gb_compressed=pixels / 1e9 / OUTPUT_RATIO,
         gpu_hours=pixels / px_per_s / 3600.0,
     )
-
-
-def _pixel_area_m2(grid: Grid) -> float:
-    """Nominal ground area of one pixel (degrees converted at the equator)."""
-    if grid.pyproj_crs.is_geographic:
-        return (grid.resolution * 111_319.490793) ** 2
-    return grid.resolution**2
 
 
 def make_plan(

@@ -36,25 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from sinolc_dist.errors import RunDirError
+from sinolc_dist.files import atomic_write_text
 
 DEFAULT_RUN_DIR = Path("sinolc-run")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file beside its destination, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise RunDirError(
-            f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions "
-            "(nothing already written was changed)"
-        ) from None
 
 
 def check_frozen(path: Path, config: dict[str, Any], compatible_keys: frozenset[str]) -> dict[str, Any]:

@@ -39,13 +39,14 @@ from pathlib import Path
 from sinolc_dist.cluster.core import open_cluster
 from sinolc_dist.engine.ingest_task import EMPTY, IngestTask, ingest_shard
 from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
+from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.imagery.index import build_index
 from sinolc_dist.imagery.pixels import failing_path
 from sinolc_dist.imagery.sources import Bounds, ImageryIndex, MosaicOptions
 from sinolc_dist.regions.plan import make_plan
 from sinolc_dist.rundir import stores
-from sinolc_dist.rundir.layout import RunDir, atomic_write_text, check_frozen, setup_logging
+from sinolc_dist.rundir.layout import RunDir, check_frozen, setup_logging
 from sinolc_dist.rundir.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 from sinolc_dist.stages.coverage import chunk_shares, record_coverage, require_overlap
 from sinolc_dist.stages.dispatch import RunReport, dispatch, interruptible

@@ -30,9 +30,10 @@ from typing import Any
 from sinolc_dist.deliver.cog import CogReport
 from sinolc_dist.deliver.mosaics import mosaic_run
 from sinolc_dist.errors import SinolcError
+from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.rundir import stores
-from sinolc_dist.rundir.layout import RunDir, atomic_write_text
+from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import PENDING, StateStore
 from sinolc_dist.stages.verify import present_shards
 

@@ -148,11 +148,6 @@ def _waiting_for_ingest(rundir: RunDir, pending: set) -> tuple[dict[str, int], C
     return {k: n for k, n in reasons.items() if n}, groups
 
 
-def _km2_per_chunk(grid: Grid) -> float:
-    side_km = grid.chunk * grid.resolution * (111.32 if grid.pyproj_crs.is_geographic else 1e-3)
-    return side_km**2
-
-
 def status(run_dir: Path) -> StatusReport:
     """Read a run's (or an ingest's) state and driver record without changing anything."""
     rundir = RunDir(Path(run_dir))
@@ -179,7 +174,7 @@ def status(run_dir: Path) -> StatusReport:
     return StatusReport(
         stage, dict(total), {k: dict(v) for k, v in provinces.items()},
         [ErrorGroup(*key, n) for key, n in groups.most_common(MAX_GROUPS)], driver, recomputed, waiting,
-        chunks_per_hour=per_hour, km2_per_hour=per_hour * _km2_per_chunk(grid),
+        chunks_per_hour=per_hour, km2_per_hour=per_hour * grid.nominal_chunk_km2,
         eta_hours=total[PENDING] / per_hour if per_hour and total[PENDING] else None, coverage=coverage,
     )
 
