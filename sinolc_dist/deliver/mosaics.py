@@ -90,10 +90,6 @@ class _Job:
     tags: dict[str, str]
 
 
-def _mosaic_path(rundir: RunDir, adcode: str, name: str) -> Path:
-    return rundir.mosaics / f"{adcode}_{name.replace(' ', '-')}.tif"
-
-
 def mosaic_run(
     rundir: RunDir, allow_incomplete: bool = False, client: Client | None = None,
     provinces: Sequence[str] = (), crs: str | None = None,
@@ -151,7 +147,7 @@ def mosaic_run(
             notes.append(f"{prov.name_en}: {missing} chunk(s) not done, mosaic skipped "
                          "(rerun them, or mosaic with --allow-incomplete)")
             continue
-        dst = _mosaic_path(rundir, prov.adcode, prov.name_en)
+        dst = rundir.mosaic(prov.adcode, prov.name_en)
         if (dst.exists() and dst.stat().st_mtime > last_done.get(prov.adcode, 0.0)
                 and _tags(dst).get(CRS_TAG, "grid") == crs_label):
             notes.append(f"{prov.name_en}: {dst.name} is up to date")
@@ -164,7 +160,7 @@ def mosaic_run(
     reports = _write_all(jobs, grid, rundir.output.resolve(), crs_spec, legend, client)
     rid, written = run_id(rundir, config), {r.path for r in reports}
     for prov in chosen:  # the COGs written now, and any kept one whose item was lost (a full disk)
-        dst = _mosaic_path(rundir, prov.adcode, prov.name_en).resolve()
+        dst = rundir.mosaic(prov.adcode, prov.name_en).resolve()
         if dst in written or (dst.exists() and not item_path(dst).exists()):
             write_item(dst, f"{rid}-{prov.adcode}", {"run_id": rid, "run_dir": str(rundir.root.resolve())})
     notes.extend(_national(rundir, grid, config, region.provinces, geoms, by_prov, legend))
@@ -277,7 +273,7 @@ def _national(
     geoms: dict[str, BaseGeometry], by_prov: dict[str, list[ChunkId]], legend: Legend,
 ) -> list[str]:
     """Statistics, national VRT and quicklooks over every provincial file of the run."""
-    files = {p: f for p in provinces if (f := _mosaic_path(rundir, p.adcode, p.name_en)).exists()}
+    files = {p: f for p in provinces if (f := rundir.mosaic(p.adcode, p.name_en)).exists()}
     if not files:
         return []
     rows = []
@@ -296,13 +292,13 @@ def _national(
                                   float(tags[SHARE_TAG]) if SHARE_TAG in tags else None))
     meta = {"run_id": run_id(rundir, config), "grid_crs": grid.pyproj_crs.to_wkt(),
             "area_method": area_method(grid.pyproj_crs)}
-    csv_path, json_path = write_tables(rundir.root / "stats", rows, meta, legend)
+    csv_path, json_path = write_tables(rundir.stats, rows, meta, legend)
     notes = [f"class areas: {csv_path} and {json_path.name}"]
     try:
         notes.append(f"national mosaic: {write_vrt(list(files.values()), rundir.mosaics / VRT_NAME, legend)}")
     except InputError as exc:
         notes.append(f"no national mosaic: {exc}")
-    notes.append(f"quicklooks: {_quicklooks(rundir.mosaics / 'quicklooks', files, legend)}")
+    notes.append(f"quicklooks: {_quicklooks(rundir.quicklooks, files, legend)}")
     return notes
 
 

@@ -119,6 +119,11 @@ class RunDir:
         return self.root / "ingest.sqlite"
 
     @property
+    def ingest_config(self) -> Path:
+        """The ingest stage's frozen configuration (``ingest.json``)."""
+        return self.root / "ingest.json"
+
+    @property
     def input(self) -> Path:
         """The input imagery store."""
         return self.root / "input.zarr"
@@ -133,6 +138,25 @@ class RunDir:
         """Folder of provincial GeoTIFFs."""
         return self.root / "mosaics"
 
+    def mosaic(self, adcode: str, name: str) -> Path:
+        """A province's COG: ``mosaics/<adcode>_<name>.tif`` (spaces in the name become dashes)."""
+        return self.mosaics / f"{adcode}_{name.replace(' ', '-')}.tif"
+
+    @property
+    def quicklooks(self) -> Path:
+        """Folder of the provincial COGs' PNG quicklooks."""
+        return self.mosaics / "quicklooks"
+
+    @property
+    def stats(self) -> Path:
+        """Folder of the class-area tables (``classes_km2.csv`` / ``.json``)."""
+        return self.root / "stats"
+
+    @property
+    def tls(self) -> Path:
+        """The workers' copies of the run's temporary TLS certificates (``.dask-tls``)."""
+        return self.root / ".dask-tls"
+
     @property
     def logs(self) -> Path:
         """Folder of logs."""
@@ -142,6 +166,10 @@ class RunDir:
     def worker_logs(self) -> Path:
         """Folder of the workers' own logs (batch jobs' output, local worker processes' lines)."""
         return self.logs / "workers"
+
+    def driver_job_output(self, job_id: str) -> Path:
+        """Where a submitted driver job's stdout and stderr go (``logs/driver-<job id>.out``)."""
+        return self.logs / f"driver-{job_id}.out"
 
     @property
     def lock(self) -> Path:

@@ -54,7 +54,6 @@ from sinolc_dist.stages.lifecycle import driver_session
 from sinolc_dist.stages.workflow import Workflow, load_profile, load_workflow
 
 log = logging.getLogger("sinolc_dist.imagery")
-CONFIG_FILE = "ingest.json"
 #: Settings that may change when an ingest is resumed (the files are re-checked anyway).
 COMPATIBLE = frozenset({"imagery", "workflow", "cluster", "retries", "max_in_flight"})
 
@@ -153,7 +152,7 @@ def ingest(
               "zoom": req.zoom, "options": asdict(options), "workflow": req.workflow,
               "imagery": [str(Path(s).expanduser().absolute()) for s in req.imagery],
               "cluster": req.cluster, "retries": wf.run.retries, "max_in_flight": wf.run.max_in_flight}
-    config = check_frozen(rundir.root / CONFIG_FILE, config, COMPATIBLE)
+    config = check_frozen(rundir.ingest_config, config, COMPATIBLE)
     if rundir.config.exists() and rundir.read_config()["grid"] != grid.to_dict():
         raise RunDirError(f"{rundir.root} holds a run on another grid than workflow {req.workflow!r}")
     if rundir.input.exists() and stores.open_array(rundir.input, grid).shape[0] != options.bands:
@@ -174,7 +173,7 @@ def ingest(
     for path, reason in index.unreadable.items():
         log.error("cannot open imagery %s: %s", path, reason)
     with driver_session(rundir, "ingest"):
-        atomic_write_text(rundir.root / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True))
+        atomic_write_text(rundir.ingest_config, json.dumps(config, indent=2, sort_keys=True))
         index.save(index_path)
         stores.create_store(rundir.input, grid, "input", bands=options.bands,
                             attrs={"sinolc_source": "sinolc-dist ingest"})

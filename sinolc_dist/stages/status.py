@@ -26,7 +26,6 @@ from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import FAILED as CHUNK_FAILED
 from sinolc_dist.rundir.state import PENDING, STATUSES, StateStore
 from sinolc_dist.stages.coverage import ProvinceCoverage, coverage_lines, region_coverage
-from sinolc_dist.stages.ingest import CONFIG_FILE as INGEST_CONFIG
 from sinolc_dist.stages.lifecycle import FAILED, RUNNING, VANISHED, DriverRecord, read_record
 
 #: Error groups shown (largest first).
@@ -124,7 +123,7 @@ def _stage_of(rundir: RunDir) -> tuple[str, Path, Grid]:
     """The stage whose state to report, its state file and grid."""
     if rundir.config.is_file():
         return "run", rundir.state, Grid.from_dict(rundir.read_config()["grid"])
-    ingest_config = rundir.root / INGEST_CONFIG
+    ingest_config = rundir.ingest_config
     if rundir.ingest_state.exists() and ingest_config.is_file():
         try:
             grid = json.loads(ingest_config.read_text(encoding="utf-8"))["grid"]
