@@ -17,7 +17,7 @@ import time
 from results_file import save
 
 from sinolc_dist.grid import ChunkId
-from sinolc_dist.imagery.sources import ImageryIndex, MosaicOptions, Source
+from sinolc_dist.imagery.sources import CompositeOptions, ImageryIndex, Source
 from sinolc_dist.regions.region import resolve_region
 from sinolc_dist.stages.coverage import chunk_shares, require_overlap
 from sinolc_dist.stages.workflow import load_workflow
@@ -38,7 +38,7 @@ def main() -> None:
         left, bottom, right, top = grid.chunk_bounds(ChunkId(rng.randrange(rows), rng.randrange(cols)))
         bounds = (left + 100, bottom - 3000, right + 2000, top - 50)
         sources.append(Source(f"/scenes/{i}.tif", "gdal", "EPSG:32650", bounds, "uint8", (1, 2, 3), None, i))
-    index = ImageryIndex(grid, MosaicOptions(), tuple(sources))
+    index = ImageryIndex(grid, CompositeOptions(), tuple(sources))
     chunks = [ChunkId(r, c) for r in range(rows) for c in range(cols)]
     t0 = time.perf_counter()
     shares = chunk_shares(grid, chunks, index)

@@ -30,15 +30,17 @@ from distributed import Client, LocalCluster
 from results_file import save
 
 from sinolc_dist.deliver.maps import status_map
-from sinolc_dist.engine.inference import ModelRef, ShardTask, checksum
+from sinolc_dist.engine.inference import ModelRef, ShardTask, shard_tasks
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.regions.plan import make_plan, record_plan
 from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.config import RunConfig
+from sinolc_dist.rundir.integrity import ShardJob, ShardVerdict, check_done, check_shards, checksum
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, PENDING, ChunkResult, StateStore
-from sinolc_dist.stages.dispatch import dispatch, shard_tasks
+from sinolc_dist.stages.dispatch import dispatch
 from sinolc_dist.stages.status import status
-from sinolc_dist.stages.verify import ShardJob, ShardVerdict, check_done, check_shards, cluster_runner
+from sinolc_dist.stages.verify import cluster_runner
 from sinolc_dist.stages.workflow import load_workflow
 
 
@@ -120,7 +122,7 @@ def main() -> None:
             verify_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         state_mb = rundir.state.stat().st_size / 1e6
         read_s = shard_read_seconds(grid, Path(tmp))
-        rundir.freeze({"grid": grid.to_dict(), "region": args.region}, frozenset())
+        rundir.freeze(RunConfig(grid, region=args.region), frozenset())
         t0 = time.perf_counter()
         status(rundir.root)
         status_s = time.perf_counter() - t0

@@ -40,16 +40,16 @@ from pyproj import Transformer
 from rasterio.warp import transform_bounds
 from results_file import save
 
-from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
+from sinolc_dist.grid import CHINA_ALBERS, LONLAT, Grid, Window
 from sinolc_dist.imagery.index import build_index
-from sinolc_dist.imagery.sources import MosaicOptions
+from sinolc_dist.imagery.sources import CompositeOptions, ImageryIndex
 from sinolc_dist.imagery.warp import fill_window
-from sinolc_dist.stages.ingest import IngestRequest, ingest
+from sinolc_dist.stages.ingest import IngestRequest, IngestSummary, ingest
 
 
 def make_grid(size: int, chunk: int) -> Grid:
     """An Albers grid of ``size`` px whose top-left lies near Wuhan, on the 114°E zone boundary."""
-    x, y = Transformer.from_crs("EPSG:4326", CHINA_ALBERS, always_xy=True).transform(114.0, 30.5)
+    x, y = Transformer.from_crs(LONLAT, CHINA_ALBERS, always_xy=True).transform(114.0, 30.5)
     origin = (round(x / 1024) * 1024 - size / 2, round(y / 1024) * 1024 + size / 2)
     return Grid(crs=CHINA_ALBERS, origin=origin, size=(size, size), chunk=chunk, block=min(512, chunk),
                 shard=2, halo=16)
@@ -85,6 +85,54 @@ def gdalwarp(files: list[Path], grid: Grid, out: Path, resampling: str, threads:
     return time.perf_counter() - t0
 
 
+def fill_chunks(index: ImageryIndex, grid: Grid, opts: CompositeOptions) -> tuple[np.ndarray, float]:
+    """The whole grid filled chunk by chunk in this process, and the seconds it took."""
+    n = grid.size[0]
+    t0 = time.perf_counter()
+    ours = np.zeros((3, n, n), np.uint8)
+    for sid in sorted({grid.shard_of(c) for c in grid.chunks_in(grid.full_window)}):
+        opened: dict = {}  # files kept open per shard, as a task does
+        for cid in grid.chunks_in(grid.shard_window(sid)):
+            w = grid.chunk_window(cid)
+            ours[:, w.row0:w.row1, w.col0:w.col1] = fill_window(index.sources, grid, w, opts, opened)
+        for ds in opened.values():
+            ds.close()
+    return ours, time.perf_counter() - t0
+
+
+def run_stage(tmp: Path, scenes: str, grid: Grid, resampling: str,
+              workers: int) -> tuple[IngestSummary, float]:
+    """The ``ingest`` stage over the whole grid on a LocalCluster, and the seconds it took."""
+    n = grid.size[0]
+    to_lonlat = Transformer.from_crs(grid.crs, LONLAT, always_xy=True)
+    left, bottom, right, top = grid.window_bounds(grid.full_window)
+    w0, s0 = to_lonlat.transform(left + 8, bottom + 8)
+    e0, n0 = to_lonlat.transform(right - 8, top - 8)
+    wf = tmp / "wf.yaml"
+    wf.write_text(f"grid: {{crs: china-albers, origin: [{grid.origin[0]}, {grid.origin[1]}], "
+                  f"size: [{n}, {n}], chunk: {grid.chunk}, block: {grid.block}, shard: 2, halo: 16}}\n"
+                  "model: {checkpoint: demo}\nrun: {retries: 0, max_in_flight: 8}\n")
+    cl = tmp / "cl.yaml"
+    cl.write_text(f"local: {{n_workers: {workers}, threads_per_worker: 1, memory_limit: 4GiB}}\n")
+    req = IngestRequest(tmp / "run", (scenes,), f"bbox:{w0},{s0},{e0},{n0}", str(wf), str(cl),
+                        resampling=resampling)
+    t0 = time.perf_counter()
+    summary = ingest(req)
+    return summary, time.perf_counter() - t0
+
+
+def nearest_agreement(files: list[Path], scenes: str, grid: Grid, tmp: Path) -> float:
+    """Share of pixels where nearest-neighbour compositing equals ``gdalwarp -r near``, chunk by chunk."""
+    near = CompositeOptions(resampling="nearest")
+    index = build_index([scenes], grid, near).index
+    gdalwarp(files, grid, tmp / "near.tif", "nearest", 1)
+    with rasterio.open(tmp / "near.tif") as ds:
+        theirs = ds.read(indexes=[1, 2, 3])
+    return float(np.mean([
+        (fill_window(index.sources, grid, w, near) == theirs[:, w.row0:w.row1, w.col0:w.col1])
+        .all(axis=0).mean() for w in map(grid.chunk_window, grid.chunks_in(grid.full_window))]))
+
+
 def main() -> None:
     """Run the three ways, print them and write ``benchmarks/results/ingest.json``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,66 +146,45 @@ def main() -> None:
         sys.exit("gdalwarp not found: apt-get install gdal-bin")
     grid = make_grid(args.size, args.chunk)
     n = args.size
-    mb = n * n * 3 / 1e6
+    chunks = list(grid.chunks_in(grid.full_window))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        scenes = tmp / "scenes"
-        scenes.mkdir()
-        old, new = scenes / "a_utm49.tif", scenes / "b_utm50.tif"
+        (tmp / "scenes").mkdir()
+        old, new = tmp / "scenes" / "a_utm49.tif", tmp / "scenes" / "b_utm50.tif"
+        scenes = str(tmp / "scenes" / "*.tif")
         write_scene(old, grid, "EPSG:32649", Window(0, 0, n, n * 6 // 10), 0.9, 1, "2019-06-01")
         write_scene(new, grid, "EPSG:32650", Window(0, n * 4 // 10, n, n), 1.0, 2, "2021-05-01")
-        opts = MosaicOptions(resampling=args.resampling)
-        index = build_index([str(scenes / "*.tif")], grid, opts).index
-        chunks = list(grid.chunks_in(grid.full_window))
-        t0 = time.perf_counter()
-        ours = np.zeros((3, n, n), np.uint8)
-        for sid in sorted({grid.shard_of(c) for c in chunks}):  # files kept open per shard, as a task does
-            opened: dict = {}
-            for cid in grid.chunks_in(grid.shard_window(sid)):
-                w = grid.chunk_window(cid)
-                ours[:, w.row0:w.row1, w.col0:w.col1] = fill_window(index.sources, grid, w, opts, opened)
-            for ds in opened.values():
-                ds.close()
-        fill_s = time.perf_counter() - t0
-
-        to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-        left, bottom, right, top = grid.window_bounds(grid.full_window)
-        w0, s0 = to_lonlat.transform(left + 8, bottom + 8)
-        e0, n0 = to_lonlat.transform(right - 8, top - 8)
-        wf = tmp / "wf.yaml"
-        wf.write_text(f"grid: {{crs: china-albers, origin: [{grid.origin[0]}, {grid.origin[1]}], "
-                      f"size: [{n}, {n}], chunk: {grid.chunk}, block: {grid.block}, shard: 2, halo: 16}}\n"
-                      "model: {checkpoint: demo}\nrun: {retries: 0, max_in_flight: 8}\n")
-        cl = tmp / "cl.yaml"
-        cl.write_text(f"local: {{n_workers: {args.workers}, threads_per_worker: 1, memory_limit: 4GiB}}\n")
-        req = IngestRequest(tmp / "run", (str(scenes / "*.tif"),), f"bbox:{w0},{s0},{e0},{n0}", str(wf),
-                            str(cl), resampling=args.resampling)
-        t0 = time.perf_counter()
-        summary = ingest(req)
-        stage_s = time.perf_counter() - t0
+        opts = CompositeOptions(resampling=args.resampling)
+        ours, fill_s = fill_chunks(build_index([scenes], grid, opts).index, grid, opts)
+        summary, stage_s = run_stage(tmp, scenes, grid, args.resampling, args.workers)
         if summary.report.done != len(chunks):
             sys.exit(f"stage did {summary.report.done} of {len(chunks)} chunks")
-
-        near = MosaicOptions(resampling="nearest")
-        near_index = build_index([str(scenes / "*.tif")], grid, near).index
-        gdalwarp([old, new], grid, tmp / "near.tif", "nearest", 1)
-        with rasterio.open(tmp / "near.tif") as ds:
-            near_theirs = ds.read(indexes=[1, 2, 3])
-        near_equal = np.mean([
-            (fill_window(near_index.sources, grid, w, near) == near_theirs[:, w.row0:w.row1, w.col0:w.col1])
-            .all(axis=0).mean() for w in map(grid.chunk_window, chunks)])
+        near_equal = nearest_agreement([old, new], scenes, grid, tmp)
         warp_1 = gdalwarp([old, new], grid, tmp / "gdal1.tif", args.resampling, 1)
         warp_n = gdalwarp([old, new], grid, tmp / "gdaln.tif", args.resampling, args.workers)
         with rasterio.open(tmp / "gdal1.tif") as ds:
             theirs = ds.read()
-        valid = theirs[3] > 0
-        diff = np.abs(ours.astype(np.int16) - theirs[:3])[:, valid]
-        version = subprocess.run(["gdalwarp", "--version"], capture_output=True, text=True).stdout.strip()
-    result = {
+    seconds = {"fill": fill_s, "stage": stage_s, "dispatch": summary.report.seconds,
+               "warp_1": warp_1, "warp_n": warp_n}
+    result = _result(args, grid, ours, theirs, seconds, near_equal)
+    print(json.dumps(result, indent=2))
+    save(result, args.out, "ingest.json")
+
+
+def _result(args: argparse.Namespace, grid: Grid, ours: np.ndarray, theirs: np.ndarray,
+            seconds: dict[str, float], near_equal: float) -> dict:
+    """The results file: throughputs, ratios and how the pixels compare with gdalwarp's."""
+    n = grid.size[0]
+    mb = n * n * 3 / 1e6
+    fill_s, stage_s, warp_1, warp_n = (seconds[k] for k in ("fill", "stage", "warp_1", "warp_n"))
+    valid = theirs[3] > 0
+    diff = np.abs(ours.astype(np.int16) - theirs[:3])[:, valid]
+    version = subprocess.run(["gdalwarp", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
         "benchmark": "ingest",
         "window_px": [n, n],
         "chunk": grid.chunk,
-        "chunks": len(chunks),
+        "chunks": len(list(grid.chunks_in(grid.full_window))),
         "output_mb": mb,
         "resampling": args.resampling,
         "sources": ["UTM 49N 0.9 m uint8 RGB (2019)", "UTM 50N 1.0 m uint8 RGB (2021), newest on top"],
@@ -165,9 +192,9 @@ def main() -> None:
         "fill_mb_per_s": mb / fill_s,
         "stage_seconds": stage_s,
         "stage_seconds_note": "stage = cluster start, index, plan, dispatch, compressed Zarr writes",
-        "stage_dispatch_seconds": summary.report.seconds,
+        "stage_dispatch_seconds": seconds["dispatch"],
         "stage_mb_per_s": mb / stage_s,
-        "stage_dispatch_mb_per_s": mb / summary.report.seconds,
+        "stage_dispatch_mb_per_s": mb / seconds["dispatch"],
         "stage_workers": args.workers,
         "gdalwarp_seconds": warp_1,
         "gdalwarp_mb_per_s": mb / warp_1,
@@ -178,7 +205,7 @@ def main() -> None:
         "pixels_equal_to_gdalwarp": float((diff == 0).all(axis=0).mean()),
         "max_abs_diff_to_gdalwarp": int(diff.max(initial=0)),
         "nodata_agrees_with_gdalwarp": bool(np.array_equal(ours.any(axis=0), valid)),
-        "nearest_pixels_equal_to_gdalwarp": float(near_equal),
+        "nearest_pixels_equal_to_gdalwarp": near_equal,
         "note": "gdalwarp sizes bilinear/cubic kernels from each warped piece's window (XSCALE/YSCALE), "
                 "ingest fixes them per source (no seams between chunks): interpolated values differ, "
                 "nearest picks and nodata agree but for GDAL's 0.125 px transformer approximation",
@@ -188,8 +215,6 @@ def main() -> None:
         "load_average_1min_after": os.getloadavg()[0],
         "machine": platform.processor() or platform.machine(),
     }
-    print(json.dumps(result, indent=2))
-    save(result, args.out, "ingest.json")
 
 
 if __name__ == "__main__":

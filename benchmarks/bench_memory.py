@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np, torch
 from sinolc_dist.rundir import stores
 from sinolc_dist.engine.inference import ModelRef, ShardTask, run_shard
-from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
+from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, ShardId
 from sinolc_dist.models.checkpoint import ModelSpec, save_checkpoint
 from sinolc_dist.models.l2hnet import L2HNet
 
@@ -43,7 +43,7 @@ with tempfile.TemporaryDirectory() as tmp:
         stores.write_window(src, w, rng.integers(1, 255, (3, w.height, w.width), dtype=np.uint8))
     stores.create_store(tmp / "out.zarr", grid, "output")
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    task = ShardTask(grid, ChunkId(0, 0), tuple(grid.chunks_in(shard)), str(tmp / "in.zarr"),
+    task = ShardTask(grid, ShardId(0, 0), tuple(grid.chunks_in(shard)), str(tmp / "in.zarr"),
                      str(tmp / "out.zarr"), ModelRef(str(tmp / "m.pt"), patch=min(512, chunk), device="cpu"))
     assert all(r.ok for r in run_shard(task))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

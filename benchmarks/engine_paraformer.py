@@ -90,7 +90,7 @@ def ours(ckpt: Path, spec: dict, image: np.ndarray, device: str, amp: str,
     with torch.inference_mode():
         model.module(torch.zeros(1, BANDS, 224, 224, device=model.device))  # warm-up, like theirs' first chip
     (cid,) = grid.chunks_in(grid.full_window)
-    task = ShardTask(grid, cid, (cid,), str(src), str(dst), ref)
+    task = ShardTask(grid, grid.shard_of(cid), (cid,), str(src), str(dst), ref)
     t0 = time.perf_counter()
     assert all(r.ok for r in run_shard(task))
     return time.perf_counter() - t0, stores.read_window(out, grid.full_window)
@@ -129,7 +129,7 @@ else:
     grid, src, out = Grid.from_dict(json.loads(sys.argv[5])), sys.argv[6], sys.argv[7]
     ref = ModelRef(ckpt, device="cpu", blend="authors", chip_stride=112, overrides=spec)
     for cid in list(grid.chunks_in(grid.full_window))[:n]:
-        assert all(r.ok for r in run_shard(ShardTask(grid, cid, (cid,), src, out, ref)))
+        assert all(r.ok for r in run_shard(ShardTask(grid, grid.shard_of(cid), (cid,), src, out, ref)))
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -19,12 +19,12 @@ from sinolc_dist import __version__
 from sinolc_dist.errors import SinolcError
 from sinolc_dist.model_flags import PairsCommand, model_choice, model_options
 from sinolc_dist.regions.provinces import PROVINCES
-from sinolc_dist.rundir.layout import DEFAULT_RUN_DIR, RunDir, setup_logging
+from sinolc_dist.rundir.layout import DEFAULT_RUN_DIR, RunDir
 from sinolc_dist.rundir.state import STATUSES
 from sinolc_dist.stages import infer
 from sinolc_dist.stages import status as run_status
-from sinolc_dist.stages.lifecycle import mosaic_stage
-from sinolc_dist.stages.reporting import console, run_summary_lines, run_with_progress
+from sinolc_dist.stages.lifecycle import mosaic_command
+from sinolc_dist.stages.reporting import console, run_with_progress
 from sinolc_dist.stages.status import status_lines
 
 out = Console()
@@ -69,7 +69,7 @@ def demo(run_dir: Path, cluster: str | None) -> None:
     scene = prepare_demo(rundir)
     req = infer.RunRequest(run_dir, str(scene.region_file.resolve()), DEMO_WORKFLOW,
                               cluster or "local")
-    run_with_progress(run_summary_lines, infer.run, req)
+    run_with_progress(infer.summary_lines, infer.run, req)
     console.print(f"synthetic truth: {scene.truth_file}")
     out.print(f"overall accuracy against the synthetic truth: "
               f"{demo_accuracy(rundir, scene) * 100:.2f} %")
@@ -108,7 +108,7 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
                               boundaries, mosaic=not no_mosaic,
                               model=model_choice(arch, width, plugin, kwargs, overrides),
                               imagery=imagery, zoom=zoom)
-    run_with_progress(run_summary_lines, infer.run, req)
+    run_with_progress(infer.summary_lines, infer.run, req)
 
 
 @cli.command()
@@ -178,7 +178,7 @@ def rerun(run_dir: Path, failed: bool, chunks: tuple[str, ...], province: str | 
     """Run chosen chunks again (failed ones, given ids, or a province's)."""
     if not (failed or chunks or province):
         raise click.UsageError("say what to rerun: --failed, --chunk ID or --province P")
-    run_with_progress(run_summary_lines, infer.rerun, run_dir, failed=failed, chunks=chunks,
+    run_with_progress(infer.summary_lines, infer.rerun, run_dir, failed=failed, chunks=chunks,
                       province=province, cluster=cluster)
 
 
@@ -263,18 +263,8 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
     kept.  Also writes stats/classes_km2.csv/.json (km² per class and province),
     mosaics/china.vrt and mosaics/quicklooks/*.png over every provincial file.
     """
-    rundir = RunDir(run_dir).require()
-    setup_logging(rundir)  # the stage's start, result or failure in logs/driver.log
-    if cluster is None:
-        reports, notes = mosaic_stage(rundir, allow_incomplete=allow_incomplete, provinces=provinces, crs=crs)
-    else:
-        from sinolc_dist.cluster.core import open_cluster
-        from sinolc_dist.stages.workflow import load_profile
-
-        kind, settings = load_profile(cluster)
-        with open_cluster(kind, settings, rundir.root) as client:
-            reports, notes = mosaic_stage(rundir, allow_incomplete=allow_incomplete, client=client,
-                                          provinces=provinces, crs=crs)
+    reports, notes = mosaic_command(RunDir(run_dir).require(), cluster, allow_incomplete=allow_incomplete,
+                                    provinces=provinces, crs=crs)
     for m in reports:
         out.print(f"{m.path}: {m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, COG valid: {m.valid}",
                   markup=False, soft_wrap=True)

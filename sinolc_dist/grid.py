@@ -13,6 +13,7 @@ logs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,47 @@ CHINA_ALBERS = (
 )
 #: One metre at the equator in degrees, the pixel of SinoLC-1's EPSG:4326 files.
 DEGREE_METRE = 1.0 / 111319.490793
+#: Lon/lat in degrees: region geometries, STAC footprints and SinoLC-1's files.
+LONLAT = "EPSG:4326"
+#: Short names a workflow's ``grid.crs`` or a mosaic CRS may give instead of a CRS PROJ reads.
+CRS_ALIASES = {"china-albers": CHINA_ALBERS}
+
+
+def resolve_crs(text: str) -> str:
+    """The CRS text PROJ is given: an alias (:data:`CRS_ALIASES`) replaced by its definition.
+
+    Every place that reads a CRS from a user goes through here, so an alias
+    means the same thing in a workflow and on the command line.
+    """
+    return CRS_ALIASES.get(text, text)
+
+
+def is_geographic(crs: str) -> bool:
+    """Whether ``crs`` (an alias or anything PROJ reads) is in degrees of lon/lat.
+
+    ``False`` for a CRS PROJ does not know: :class:`Grid` reports that one
+    with PROJ's reason, so callers deciding defaults need not.
+    """
+    try:
+        return CRS.from_user_input(resolve_crs(crs)).is_geographic
+    except Exception:  # Grid() words the error
+        return False
+
+
+@functools.lru_cache(maxsize=16)
+def is_lonlat(crs: str) -> bool:
+    """Whether ``crs`` is :data:`LONLAT` whatever its axis order (no reprojection needed)."""
+    return CRS.from_user_input(crs).equals(CRS.from_user_input(LONLAT), ignore_axis_order=True)
+
+
+def base_crs(crs: CRS) -> CRS:
+    """The CRS without a ``+towgs84`` binding (a BoundCRS names the transformation, not the map)."""
+    return crs.source_crs if crs.is_bound and crs.source_crs is not None else crs
+
+
+def metres_per_unit(crs: CRS) -> float:
+    """Metres per unit of a projected CRS's first axis (1 for metres, 0.3048 for feet)."""
+    return base_crs(crs).axis_info[0].unit_conversion_factor
 
 
 class ChunkId(NamedTuple):
@@ -265,14 +307,24 @@ class Grid:
                 yield ChunkId(row, col)
 
     @property
-    def nominal_pixel_m2(self) -> float:
-        """A pixel's nominal ground area in m² (degrees taken at the equator): for estimates.
+    def nominal_pixel_m(self) -> float:
+        """A pixel's nominal ground side in metres (degrees taken at the equator).
 
-        Plans, ETAs and throughput in km²/h use it; true equal-area class areas
-        are :class:`sinolc_dist.deliver.stats.PixelAreas`'.
+        The one conversion of the grid's pixel to metres: estimates use it, and
+        a COG warped to another CRS keeps a pixel of this ground size.
         """
-        side = self.resolution / DEGREE_METRE if self.pyproj_crs.is_geographic else self.resolution
-        return side**2
+        crs = self.pyproj_crs
+        return self.resolution / DEGREE_METRE if crs.is_geographic else self.resolution * metres_per_unit(crs)
+
+    @property
+    def nominal_pixel_m2(self) -> float:
+        """A pixel's nominal ground area in m² (:attr:`nominal_pixel_m` squared): for estimates.
+
+        Plans, ETAs and throughput in km²/h use it; on an equal-area projection
+        it is exact, and true class areas on any CRS are
+        :class:`sinolc_dist.deliver.stats.PixelAreas`'.
+        """
+        return self.nominal_pixel_m**2
 
     @property
     def nominal_chunk_km2(self) -> float:
@@ -330,6 +382,6 @@ def geographic_grid(chunk: int = 4096, block: int = 512, shard: int = 2, halo: i
     res = DEGREE_METRE
     size = (math.ceil((top - bottom) / res), math.ceil((right - left) / res))
     return Grid(
-        crs="EPSG:4326", resolution=res, origin=(left, top), size=size,
+        crs=LONLAT, resolution=res, origin=(left, top), size=size,
         chunk=chunk, block=block, shard=shard, halo=halo,
     )

@@ -113,8 +113,10 @@ class Legend:
         classes = data.get("classes")
         if not isinstance(classes, Mapping) or not classes:
             raise ConfigError(f"legend {name}: 'classes' must map codes to {{name, color}}")
-        entries = tuple((_code(code, name), str(_field(v, "name", code, name)),
-                         _colour(_field(v, "color", code, name), code, name)) for code, v in classes.items())
+        # In code order: run.json is written with sorted keys, which puts "10" before "2".
+        entries = tuple(sorted((_code(code, name), str(_field(v, "name", code, name)),
+                                _colour(_field(v, "color", code, name), code, name))
+                               for code, v in classes.items()))
         channels = channel_codes(data.get("channels") or [c for c, _, _ in entries])
         return cls(str(data.get("name", name)), entries, channels)
 
@@ -182,11 +184,6 @@ CHESAPEAKE = Legend("Chesapeake (NLCD, as in the authors' Paraformer utils.py)",
 #: The legends that ship, by the name ``ModelSpec.legend`` takes.
 LEGENDS = {"sinolc": SINOLC, "chesapeake": CHESAPEAKE}
 DEFAULT_LEGEND = "sinolc"
-
-
-def run_legend(config: Mapping[str, Any]) -> Legend:
-    """The legend recorded in a run's frozen configuration (SinoLC-1's for runs that recorded none)."""
-    return Legend.from_dict(config["legend"]) if config.get("legend") else SINOLC
 
 
 def band_description(legend: Legend) -> str:

@@ -100,14 +100,9 @@ def small_run_one_chunk_tasks(tmp_path: Path, random_checkpoint: Path) -> dict:
     return prepared_run(tmp_path, (WORKFLOW % random_checkpoint).replace("shard: 2", "shard: 1"))
 
 
-def _output(rundir: RunDir, window) -> np.ndarray:
-    grid = Grid.from_dict(rundir.read_config()["grid"])
-    return stores.read_window(stores.open_array(rundir.output, grid), window)
-
-
 def run_output(rundir: RunDir, window: Window) -> np.ndarray:
     """The output store's classes over a window."""
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     return stores.read_window(stores.open_array(rundir.output, grid), window)
 
 

@@ -14,7 +14,6 @@ import yaml
 
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.engine.inference import normalise
-from sinolc_dist.grid import Grid
 from sinolc_dist.imagery.pixels import SourceReadError
 from sinolc_dist.legend import CHESAPEAKE
 from sinolc_dist.models.checkpoint import load_checkpoint
@@ -182,7 +181,7 @@ def test_the_authors_l2hnet_runs_as_saved_with_one_command(theirs, tmp_path):
     rundir, scene, args = scene_run(tmp_path, SMALL_WORKFLOW, (256, 384))
     proc = sinolc(*args, "--checkpoint", theirs["l2hnet"], "--arch", "l2hnet", *MEAN_STD, f"legend={legend}")
     assert proc.returncode == 0, proc.stderr
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     got = stores.read_window(stores.open_array(rundir.output, grid), scene.window)
     # The scene lies inside the grid with nodata around it: its classes are the authors' network
     # over the scene alone, edges included.
@@ -213,7 +212,7 @@ def test_the_authors_paraformer_runs_as_saved_with_one_command(tmp_path):
     rundir, scene, args = scene_run(tmp_path, workflow, (128, 128))
     proc = sinolc(*args, "--checkpoint", str(theirs), "--arch", "paraformer", *MEAN_STD, "legend=chesapeake")
     assert proc.returncode == 0, proc.stderr
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     got = stores.read_window(stores.open_array(rundir.output, grid), scene.window)
     assert set(np.unique(got)) <= set(CHESAPEAKE.codes)  # channel 0 dropped: never written
     (cog,) = (rundir.root / "mosaics").glob("*.tif")

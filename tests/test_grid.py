@@ -1,9 +1,21 @@
 from __future__ import annotations
 
 import pytest
+from pyproj import CRS
 
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, Window, geographic_grid
+from sinolc_dist.grid import (
+    CHINA_ALBERS,
+    LONLAT,
+    ChunkId,
+    Grid,
+    Window,
+    geographic_grid,
+    is_geographic,
+    is_lonlat,
+    metres_per_unit,
+    resolve_crs,
+)
 from sinolc_dist.stages.workflow import load_workflow
 
 
@@ -67,3 +79,29 @@ def test_geographic_workflow_defaults_to_china_in_degrees():
     assert wf.grid.pyproj_crs.is_geographic
     assert wf.grid.origin == (73.0, 54.0)
     assert wf.grid.resolution == pytest.approx(8.983e-6, rel=1e-3)
+
+
+def test_crs_aliases_and_lonlat_have_one_meaning():
+    assert resolve_crs("china-albers") == CHINA_ALBERS
+    assert resolve_crs("EPSG:32650") == "EPSG:32650"  # anything else goes to PROJ as given
+    assert is_geographic("EPSG:4326") and is_geographic("EPSG:4490") and is_geographic("+proj=longlat")
+    assert not is_geographic("china-albers") and not is_geographic("EPSG:32650")
+    assert not is_geographic("EPSG:99999")  # unknown to PROJ: Grid() says why
+    assert is_lonlat(LONLAT) and is_lonlat("+proj=longlat +datum=WGS84 +no_defs")  # axis order aside
+    assert not is_lonlat("EPSG:4490") and not is_lonlat(CHINA_ALBERS)
+
+
+def test_nominal_pixel_in_metres_on_any_crs():
+    """The one conversion of a grid pixel to metres: CRS units on a projection, degrees at the equator."""
+    assert metres_per_unit(CRS.from_user_input(CHINA_ALBERS)) == 1.0  # a BoundCRS (+towgs84): its map's unit
+    assert metres_per_unit(CRS.from_user_input("+proj=utm +zone=50 +units=ft")) == pytest.approx(0.3048)
+    albers = Grid(resolution=2.0, chunk=512, block=512)
+    assert (albers.nominal_pixel_m, albers.nominal_pixel_m2) == (2.0, 4.0)
+    assert albers.nominal_chunk_km2 == pytest.approx(512**2 * 4 / 1e6, rel=1e-15)
+    feet = Grid(crs="+proj=utm +zone=50 +units=ft", resolution=10.0, origin=(0.0, 1e7), size=(8, 8),
+                chunk=8, block=8)
+    assert feet.nominal_pixel_m == pytest.approx(3.048, rel=1e-12)
+    lonlat = geographic_grid()
+    assert lonlat.nominal_pixel_m == pytest.approx(1.0, rel=1e-12)  # 8.98e-6° is 1 m at the equator
+    assert Grid(crs=LONLAT, resolution=1e-4, origin=(113.0, 29.0), size=(8, 8), chunk=8,
+                block=8).nominal_pixel_m2 == pytest.approx(11.1319490793**2, rel=1e-9)

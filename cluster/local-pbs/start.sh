@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PBS-style qsub/qdel/qstat on this machine, for the real-scheduler tests (tests/test_pbs_sge.py)
+# PBS-style qsub/qdel/qstat on this machine, for the real-scheduler tests (tests/cluster/test_pbs.py, test_sge.py)
 # and for trying `sinolc-dist run/submit --cluster pbs` without a PBS cluster: SLURM's
 # Torque/PBS wrappers (Debian's slurm-wlm-torque), which hand every job to the local SLURM.
 #

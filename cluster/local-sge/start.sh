@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a single-host Son of Grid Engine on this machine, for the real-scheduler tests
-# (tests/test_pbs_sge.py) and for trying `sinolc-dist run/submit --cluster sge` without a cluster.
+# (tests/cluster/test_pbs.py, test_sge.py) and for trying `sinolc-dist run/submit --cluster sge` without a cluster.
 #
 #   sudo cluster/local-sge/start.sh      # installs the packages if missing, starts, waits for all.q
 #   qsub -b y -sync y /usr/bin/true       # clients need no environment variables

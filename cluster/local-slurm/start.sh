@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a single-node SLURM on this machine, for the real-scheduler tests (tests/test_slurm.py)
+# Start a single-node SLURM on this machine, for the real-scheduler tests (tests/cluster/test_slurm.py)
 # and for trying `sinolc-dist run/submit --cluster slurm` without a cluster.
 #
 #   sudo cluster/local-slurm/start.sh     # installs the packages if missing, starts, waits for "idle"

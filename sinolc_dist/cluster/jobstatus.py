@@ -11,104 +11,23 @@ from __future__ import annotations
 import logging
 import re
 import shlex
-import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from dask_jobqueue.core import Job
 from distributed.core import Status
 
+from sinolc_dist.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dask_jobqueue.core import Job
+
+    from sinolc_dist.cluster.scheduler import BatchScheduler
+
 log = logging.getLogger("sinolc_dist.cluster.core")
-_ALL = ("slurm", "pbs", "sge")
-#: What a scheduler's message is about → the profile key(s) to change, per kind (first match wins).
-_CAUSES: list[tuple[str, dict[str, str]]] = [
-    (r"no suitable queues", {"sge": "'queue', 'resource_spec' or the -pe line of 'job_extra_directives'"}),
-    (r"unknown queue|no such queue|invalid queue|invalid partition|partition .*(invalid|unknown|not)",
-     dict.fromkeys(_ALL, "'queue'")),
-    (r"enforced h_rt", {"sge": "'walltime' (h_rt) or 'resource_spec' (h_vmem, h_cpu)"}),
-    (r"parallel environment", {"sge": "'job_extra_directives' (the -pe line)"}),
-    (r"gres|gpu|accelerator", {"slurm": "'job_extra_directives' (the --gres/--gpus line)",
-                               "pbs": "'resource_spec' (ngpus=, or gpus= in the Torque form)",
-                               "sge": "'resource_spec' (gpu=)"}),
-    (r"memory|mem=|h_vmem|mem_free|out_of_memory|memoryerror",
-     {"slurm": "'memory'", "pbs": "'resource_spec' (mem=) and 'memory'",
-      "sge": "'resource_spec' (h_vmem=/mem_free=) and 'memory'"}),
-    (r"cpu count|ncpus|ppn|cpus", {"slurm": "'job_cpu' and 'cores'", "pbs": "'resource_spec' (ncpus=, ppn=)",
-                                   "sge": "the -pe line of 'job_extra_directives'"}),
-    (r"time limit|walltime|h_rt|timeout", dict.fromkeys(_ALL, "'walltime'")),
-    (r"account|allocation", {"slurm": "'account'", "pbs": "'account'", "sge": "'project'"}),
-    (r"project", {"slurm": "'account'", "pbs": "'account'", "sge": "'project'"}),
-    (r"\bqos\b", {"slurm": "'job_extra_directives' (the --qos line)"}),
-    (r"partition|queue", dict.fromkeys(_ALL, "'queue'")),
-    (r"resource", {"slurm": "'job_extra_directives'", "pbs": "'resource_spec'", "sge": "'resource_spec'"}),
-    (r"chdir|working directory", dict.fromkeys(_ALL, (
-        "'job_extra_directives' (the job's working directory: it must exist on the compute nodes; "
-        "Grid Engine jobs start in the driver's directory unless -wd says otherwise)"))),
-    (r"output file|error file|can't open", dict.fromkeys(_ALL, "'log_directory' (it must exist on the "
-                                                               "compute nodes)")),
-    (r"not found|no module named|no such file", dict.fromkeys(_ALL, (
-        "'job_script_prologue' (the modules and environment the worker's Python needs)"))),
-]
-
-
-def profile_hint(kind: str, message: str, settings: dict[str, Any] | None = None) -> str:
-    """Which key of a ``kind`` profile a scheduler's message points at, with its current value.
-
-    A guess from the message's words (a partition or queue → ``queue``, memory →
-    ``memory``/``resource_spec``…); messages it cannot place get the usual suspects.
-    """
-    low = message.lower()
-    for pattern, keys in _CAUSES:
-        if kind in keys and re.search(pattern, low):
-            now = [f"{k}: {settings[k]!r}" for k in dict.fromkeys(re.findall(r"'(\w+)'", keys[kind]))
-                   if settings and settings.get(k) is not None]
-            return f"change the {kind} profile's {keys[kind]}" + (f" (now {', '.join(now)})" if now else "")
-    account = "project" if kind == "sge" else "account"
-    return (f"check the {kind} profile's queue, {account}, memory, walltime, resource_spec and "
-            "job_extra_directives")
-
-
-def job_status(kind: str, job_id: str) -> tuple[str, str]:
-    """Whether a batch job still waits or runs (``"alive"``), has ended, or is stuck in error.
-
-    Returns the state and the scheduler's own words about the job: SLURM's
-    ``scontrol show job`` (state, reason, exit code), PBS's ``qstat -f`` (job
-    state, exit status, comment), Grid Engine's ``qstat -j`` (the error reason
-    of a job in state E) or, once it ended, ``qacct -j`` (failed, exit status).
-    """
-    def call(*cmd: str) -> tuple[int, str]:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return 1, str(exc)
-        return proc.returncode, proc.stdout + proc.stderr
-
-    if kind == "slurm":
-        rc, out = call("scontrol", "show", "job", "-o", job_id)
-        state = re.search(r"JobState=(\S+)", out)
-        if rc or state is None:
-            return "ended", " ".join(out.split()) or "no longer known to SLURM"
-        if state[1] in ("PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "RESIZING"):
-            return "alive", state[1]
-        return "ended", " ".join(m[0] for m in re.finditer(r"(JobState|Reason|ExitCode)=\S+", out))
-    if kind == "pbs":
-        rc, out = call("qstat", "-f", job_id)
-        state = re.search(r"job_state = (\w)", out)
-        if rc or state is None:
-            return "ended", " ".join(out.split()) or "no longer known to the PBS server"
-        if state[1] in "QHWTSRBU":
-            return "alive", f"job_state = {state[1]}"
-        return "ended", "; ".join(m[0].strip() for m in
-                                  re.finditer(r"(job_state|exit_status|Exit_status|comment) = .*", out))
-    rc, out = call("qstat", "-j", job_id)
-    if rc == 0 and "do not exist" not in out:
-        error = re.search(r"error reason\s+\d+:\s*(?:\S+ \S+ \[[^\]]*\]:\s*)?(.*)", out)
-        return ("error", error[1].strip()) if error else ("alive", "")
-    rc, acct = call("qacct", "-j", job_id)
-    newest = acct.split("=" * 20)[-1] if rc == 0 else ""  # one record per run of this id
-    words = "; ".join(" ".join(m[0].split()) for m in re.finditer(r"^(failed|exit_status) .*$", newest, re.M))
-    return "ended", words or "no longer known to the Grid Engine qmaster"
+#: Seconds to wait for the first worker job to be accepted (or refused) by the scheduler.
+SUBMIT_WAIT = 30.0
 
 
 def job_logs(log_directory: str | None, job_id: str) -> list[Path]:
@@ -138,15 +57,15 @@ class DeadJob:
     said: str
     tail: str
 
-    def describe(self, kind: str, settings: dict[str, Any]) -> str:
+    def describe(self, scheduler: BatchScheduler, settings: dict[str, Any]) -> str:
         """One line: the job, the scheduler's words, its log's last lines, the profile key to change."""
         what = "is in an error state" if self.state == "error" else "ended"
-        hint = profile_hint(kind, f"{self.said} {self.tail.partition(' ends: ')[2]}", settings)
+        hint = scheduler.hint(f"{self.said} {self.tail.partition(' ends: ')[2]}", settings)
         return (f"worker job {self.job_id} {what} before its Dask worker connected: {self.said}"
                 + (f"; its log {self.tail}" if self.tail else "") + f"; {hint}")
 
 
-def dead_jobs(cluster: Any, kind: str, limit: int = 4) -> list[DeadJob]:
+def dead_jobs(cluster: Any, scheduler: BatchScheduler, limit: int = 4) -> list[DeadJob]:
     """Up to ``limit`` of the cluster's worker jobs that died before their worker connected.
 
     dask-jobqueue counts such a job as requested for ever, so adaptive scaling
@@ -160,7 +79,7 @@ def dead_jobs(cluster: Any, kind: str, limit: int = 4) -> list[DeadJob]:
         job_id = str(getattr(job, "job_id", None) or "")
         if not job_id or any(c == str(name) or c.startswith(f"{name}-") for c in connected):
             continue
-        state, said = job_status(kind, job_id)
+        state, said = scheduler.job_status(job_id)
         if state == "alive":
             continue
         logs = job_logs(getattr(job, "log_directory", None), job_id)
@@ -186,7 +105,7 @@ def _scheduler_words(exc: BaseException) -> str:
     return " ".join((wrapped[1] if wrapped else said).split())
 
 
-def watched(job_cls: type[Job], kind: str) -> type[Job]:
+def watched(job_cls: type[Job], scheduler: BatchScheduler) -> type[Job]:
     """``job_cls`` recording each submission's outcome (adaptive scaling would only log it)."""
 
     class Watched(job_cls):  # type: ignore[misc,valid-type]
@@ -198,7 +117,7 @@ def watched(job_cls: type[Job], kind: str) -> type[Job]:
             # qsub runs in the log directory: SLURM's PBS wrappers (slurm-wlm-torque) put the
             # job's output there (<script>.o<id>/.e<id>), their own -o/-e overriding the
             # script's #PBS lines. For a real PBS server the directory changes only PBS_O_WORKDIR.
-            cwd = self.log_directory if kind == "pbs" and self.log_directory else None
+            cwd = self.log_directory if scheduler.submit_in_log_directory and self.log_directory else None
             return await self._call([*shlex.split(self.submit_command), script_filename], cwd=cwd)
 
         async def start(self) -> None:
@@ -210,7 +129,8 @@ def watched(job_cls: type[Job], kind: str) -> type[Job]:
                 raise
             type(self).submitted.append(str(self.job_id))
             replacing = f", replacing {type(self).gone.pop(0)}" if type(self).gone else ""
-            log.info("%s worker job %s submitted (%s)%s", kind, self.job_id, self.submit_command, replacing)
+            log.info("%s worker job %s submitted (%s)%s", scheduler.kind, self.job_id, self.submit_command,
+                     replacing)
 
         async def close(self) -> None:
             await super().close()
@@ -220,3 +140,40 @@ def watched(job_cls: type[Job], kind: str) -> type[Job]:
 
     Watched.__name__ = Watched.__qualname__ = job_cls.__name__
     return Watched
+
+
+def await_submission(cluster: Any, scheduler: BatchScheduler, settings: dict[str, Any],
+                     timeout: float = SUBMIT_WAIT) -> None:
+    """Wait for the first worker; raise, quoting the scheduler, if its job was refused or died.
+
+    A refused submission (unknown queue, a resource the scheduler rejects) and a
+    job that ended or went into an error state before its worker connected (the
+    scheduler killed it at start) are :class:`ConfigError` naming the profile key
+    to change.  Jobs still queued after ``timeout`` are left to wait: a busy
+    cluster is not an error.
+    """
+    job_cls = cluster.job_cls
+    deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if job_cls.refusals:
+            said = job_cls.refusals[0]
+            raise ConfigError(
+                f"`{job_cls.submit_command}` refused the worker job: {said}; "
+                f"{scheduler.hint(said, settings)} "
+                "(`sinolc-dist submit --dry-run` prints the job script)"
+            )
+        if cluster.scheduler_info.get("workers"):
+            return
+        if job_cls.submitted and time.monotonic() >= next_check:
+            dead = dead_jobs(cluster, scheduler, limit=1)
+            if dead and not cluster.scheduler_info.get("workers"):
+                raise ConfigError(f"{dead[0].describe(scheduler, settings)} "
+                                  "(`sinolc-dist submit --dry-run` prints the job script)")
+            next_check = time.monotonic() + 2.0
+        time.sleep(0.1)
+    if job_cls.submitted:
+        log.info("%s worker job(s) %s not started after %.0f s (queued); going on", scheduler.kind,
+                 " ".join(job_cls.submitted), timeout)
+    else:
+        log.warning("no %s worker job submitted after %.0f s; going on", scheduler.kind, timeout)

@@ -20,9 +20,12 @@ import logging
 import signal
 import threading
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sinolc_dist.cluster.jobstatus import dead_jobs
+
+if TYPE_CHECKING:
+    from sinolc_dist.cluster.scheduler import BatchScheduler
 
 log = logging.getLogger("sinolc_dist.cluster.core")
 
@@ -46,8 +49,8 @@ class JobWatchdog:
     thread, interrupts it with :class:`RunStopped` (elsewhere it only logs).
     """
 
-    def __init__(self, cluster: Any, kind: str, settings: dict[str, Any]) -> None:
-        self.cluster, self.kind, self.settings = cluster, kind, settings
+    def __init__(self, cluster: Any, scheduler: BatchScheduler, settings: dict[str, Any]) -> None:
+        self.cluster, self.scheduler, self.settings = cluster, scheduler, settings
         self.interval = float(settings.get("watch_interval", WATCH_INTERVAL))
         self.give_up_after = int(settings.get("give_up_after", GIVE_UP_AFTER))
         self.deaths = 0  # since a worker was last seen connected
@@ -90,15 +93,16 @@ class JobWatchdog:
         """Look once: replace jobs that died before connecting; ``True`` when the run should stop."""
         if self.cluster.scheduler_info.get("workers"):
             self.deaths = 0
-        for dead in dead_jobs(self.cluster, self.kind, limit=100):
+        for dead in dead_jobs(self.cluster, self.scheduler, limit=100):
             self.deaths += 1
             log.warning("%s; submitting a replacement (%d such job(s) since a worker was last seen)",
-                        dead.describe(self.kind, self.settings), self.deaths)
+                        dead.describe(self.scheduler, self.settings), self.deaths)
             self.cluster.sync(self.cluster.scale_down, [dead.name])
             if self.deaths >= self.give_up_after and not self.cluster.scheduler_info.get("workers"):
                 self.failure = (
-                    f"{self.deaths} {self.kind} worker jobs died before their Dask workers connected, "
-                    f"the last one: {dead.describe(self.kind, self.settings)}; the run stopped "
+                    f"{self.deaths} {self.scheduler.kind} worker jobs died before their Dask workers "
+                    "connected, "
+                    f"the last one: {dead.describe(self.scheduler, self.settings)}; the run stopped "
                     "(the chunks done so far are kept: fix the profile and run again to resume)"
                 )
                 log.error(self.failure)

@@ -1,9 +1,9 @@
 """Where a local worker process's own log lines go: a file, not the driver's terminal.
 
-Kept apart from :mod:`sinolc_dist.cluster.core` on purpose: workers import this module to
-unpickle the plugin, and must not import dask-jobqueue's side effects with it (the
-clusters module restores Python's SIGINT handler, which would let a terminal's Ctrl-C
-reach every worker as a KeyboardInterrupt traceback).
+Kept apart from :mod:`sinolc_dist.cluster.local` on purpose: workers import this module to
+unpickle the plugin, and must not import dask-jobqueue's side effects with it
+(:mod:`sinolc_dist.cluster.scheduler` restores Python's SIGINT handler, which would let a
+terminal's Ctrl-C reach every worker as a KeyboardInterrupt traceback).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from sinolc_dist.files import atomic_write_text
-from sinolc_dist.grid import ChunkId
+from sinolc_dist.grid import LONLAT, ChunkId
 from sinolc_dist.rundir.state import DONE, NO_IMAGERY, ChunkRecord
 
 #: Tags of :meth:`Contents.tags`.
@@ -94,7 +94,7 @@ def write_item(cog: Path, item_id: str, properties: dict[str, Any]) -> Path:
     directory…) are added under the ``sinolc:`` prefix, with the COG's own tags.
     """
     with rasterio.open(cog) as src:
-        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+        west, south, east, north = transform_bounds(src.crs, LONLAT, *src.bounds, densify_pts=21)
         tags = src.tags()
     made = dt.datetime.fromtimestamp(cog.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
     made = made.replace("+00:00", "Z")

@@ -30,6 +30,7 @@ set them, so they are not written.  The class areas go into the tag
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -54,13 +55,21 @@ from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.deliver.pyramid import Pyramid, layout
 from sinolc_dist.deliver.stats import CODES, PixelAreas, as_table, class_km2
-from sinolc_dist.errors import ConfigError, InputError
+from sinolc_dist.errors import ConfigError
+from sinolc_dist.files import replacing, writable_folder
 from sinolc_dist.gdal_errors import caught_gdal_errors, write_failure
-from sinolc_dist.grid import CHINA_ALBERS, DEGREE_METRE, ChunkId, Grid, Window, geographic_grid
+from sinolc_dist.grid import (
+    DEGREE_METRE,
+    ChunkId,
+    Grid,
+    Window,
+    geographic_grid,
+    metres_per_unit,
+    resolve_crs,
+)
 from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description
 from sinolc_dist.rundir.stores import read_window
 
-#: Band description of the class band.
 #: Dataset tag holding the class areas (JSON, code → km²).
 AREAS_TAG = "SINOLC_CLASS_KM2"
 #: Dataset tag naming the CRS the file was written in (``grid`` or the one asked for).
@@ -111,11 +120,11 @@ def union_window(grid: Grid, chunk_ids: Iterable[ChunkId]) -> Window:
 def target_crs(grid: Grid, crs: str | None) -> CRS | None:
     """The CRS mosaics are written in: ``None`` for the grid's own (``grid``, empty, or equal).
 
-    ``crs`` is anything PROJ reads, or ``china-albers`` as in workflows.
+    ``crs`` is anything PROJ reads, or an alias as in workflows (:func:`sinolc_dist.grid.resolve_crs`).
     """
     if crs in (None, "", "grid"):
         return None
-    crs = CHINA_ALBERS if crs == "china-albers" else crs
+    crs = resolve_crs(crs)
     try:
         dst = CRS.from_user_input(crs)
     except Exception as exc:
@@ -166,63 +175,98 @@ def write_cog(
     """
     start = time.perf_counter()
     dst = Path(dst)
+    win = _overlap(grid, window)
+    geometry = _polygonal(mask_geometry)
+    out_crs = target_crs(grid, crs)
+    folder = writable_folder(dst.parent, "destination")
+    scratch = writable_folder(Path(scratch_dir), "scratch") if scratch_dir else folder
+    stage = scratch / f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.stage.tif"
+    all_tags = {"OVERVIEW_RESAMPLING": "MODE", CRS_TAG: "grid" if out_crs is None else str(crs),
+                **(tags or {})}
+    overviews, width, height, km2 = _write_replacing(dst, stage, grid, classes, win, geometry, all_tags,
+                                                     out_crs, legend)
+    return CogReport(
+        path=dst, width=width, height=height, bytes=dst.stat().st_size, valid=True,
+        overviews=overviews, seconds=time.perf_counter() - start, class_km2=as_table(km2),
+    )
+
+
+def _write_replacing(
+    dst: Path, stage: Path, grid: Grid, classes: zarr.Array, window: Window,
+    geometry: BaseGeometry | None, tags: dict[str, str], out_crs: CRS | None, legend: Legend,
+) -> tuple[list[int], int, int, np.ndarray]:
+    """Stage the window, make the COG in a partial file, validate it and only then rename it to ``dst``.
+
+    Returns the COG's overview factors, width, height and each code's km².  A
+    failed write is one :func:`~sinolc_dist.gdal_errors.write_failure`; neither
+    the stage nor a partial file stays.
+    """
+    options, tile, factors = _cog_options(grid, window, out_crs)
+    own = factors if out_crs is None else []  # ours, made while staging (see sinolc_dist.deliver.pyramid)
+    caught: list[str] = []
+    try:
+        with replacing(dst, ".tif") as partial:
+            with caught_gdal_errors() as caught:
+                pyramid, km2 = _write_stage(stage, grid, classes, window, geometry, tags, tile, own, legend)
+                source = pyramid.vrt(stage.with_suffix(".vrt")) if own else stage
+                rasterio.shutil.copy(
+                    source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=tile,
+                    OVERVIEW_RESAMPLING="MODE", SPARSE_OK=True, BIGTIFF="IF_SAFER", **options,
+                )
+            if caught:  # GDAL may finish a file whose writes failed: never rename one into place
+                raise OSError(caught[0])
+            return (*_validated(partial, dst), km2)
+    except (OSError, RasterioError, CPLE_BaseError) as exc:
+        raise write_failure(dst, exc, caught, classes, window, (dst.parent, stage.parent)) from None
+    finally:
+        for leftover in stage.parent.glob(f"{glob.escape(stage.with_suffix('').name)}*"):
+            leftover.unlink(missing_ok=True)
+
+
+def _overlap(grid: Grid, window: Window) -> Window:
+    """The window clipped to the grid; a window outside it is a :class:`ConfigError`."""
     win = window.intersect(grid.full_window)
     if win.height <= 0 or win.width <= 0:
         raise ConfigError(
             f"mosaic window {tuple(window)} (row0, col0, row1, col1) does not overlap the grid "
             f"of {grid.size[0]}x{grid.size[1]} px: check the chunk ids or region"
         )
-    geometry = _polygonal(mask_geometry)
-    out_crs = target_crs(grid, crs)
-    folder = _writable_folder(dst.parent, "destination")
-    scratch = _writable_folder(Path(scratch_dir), "scratch") if scratch_dir else folder
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    stage = scratch / f".{dst.name}.{token}.stage.tif"
-    partial = folder / f".{dst.name}.{token}.partial.tif"
+    return win
+
+
+def _cog_options(grid: Grid, window: Window, out_crs: CRS | None) -> tuple[dict[str, object], int, list[int]]:
+    """The COG driver's options for a window (its warp when reprojected), tile side and overview factors.
+
+    On the grid's CRS the overviews are ours (staged beside the image); warped,
+    GDAL builds them from the warped image.
+    """
     options: dict[str, object] = {}
-    width, height = win.width, win.height
+    width, height = window.width, window.height
     if out_crs is not None:
-        res, (left, bottom, right, top), width, height = warp_target(grid, win, out_crs)
+        res, (left, bottom, right, top), width, height = warp_target(grid, window, out_crs)
         options = {"TARGET_SRS": out_crs.to_wkt(), "RES": repr(res), "ADD_ALPHA": False,
                    "EXTENT": ",".join(map(repr, (left, bottom, right, top))),
                    "WARP_RESAMPLING": "NEAREST"}
     tile, factors = layout(width, height)
     if not factors:
         options["OVERVIEWS"] = "NONE"  # GDAL refuses OVERVIEW_COUNT=0
-    elif out_crs is None:  # our overviews, made while staging (see sinolc_dist.deliver.pyramid)
+    elif out_crs is None:
         options["OVERVIEWS"] = "FORCE_USE_EXISTING"
-    else:  # GDAL's, made from the warped image
+    else:
         options["OVERVIEW_COUNT"] = len(factors)
-    all_tags = {"OVERVIEW_RESAMPLING": "MODE", CRS_TAG: "grid" if out_crs is None else str(crs),
-                **(tags or {})}
-    own = factors if out_crs is None else []
-    caught: list[str] = []
-    try:
-        with caught_gdal_errors() as caught:
-            pyramid, km2 = _write_stage(stage, grid, classes, win, geometry, all_tags, tile, own, legend)
-            source = pyramid.vrt(stage.with_suffix(".vrt")) if own else stage
-            rasterio.shutil.copy(
-                source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=tile,
-                OVERVIEW_RESAMPLING="MODE", SPARSE_OK=True, BIGTIFF="IF_SAFER", **options,
-            )
-        if caught:  # GDAL may finish a file whose writes failed: never rename one into place
-            raise OSError(caught[0])
-        valid, errors, _ = cog_validate(partial, quiet=True)
-        if not valid:
-            raise RuntimeError(f"rio-cogeo rejects the COG made for {dst}: {'; '.join(errors)}")
-        with rasterio.open(partial) as src:
-            overviews = list(src.overviews(1))
-            width, height = src.width, src.height
-        os.replace(partial, dst)
-    except (OSError, RasterioError, CPLE_BaseError) as exc:
-        raise write_failure(dst, exc, caught, classes, win, (folder, scratch)) from None
-    finally:
-        for leftover in {*scratch.glob(f".{dst.name}.{token}.*"), *folder.glob(f".{dst.name}.{token}.*")}:
-            leftover.unlink(missing_ok=True)
-    return CogReport(
-        path=dst, width=width, height=height, bytes=dst.stat().st_size, valid=valid,
-        overviews=overviews, seconds=time.perf_counter() - start, class_km2=as_table(km2),
-    )
+    return options, tile, factors
+
+
+def _validated(path: Path, dst: Path) -> tuple[list[int], int, int]:
+    """Check a written COG with rio-cogeo; returns its overview factors, width and height.
+
+    A file rio-cogeo rejects is a :class:`RuntimeError` (a bug, not the disk): never renamed to ``dst``.
+    """
+    valid, errors, _ = cog_validate(path, quiet=True)
+    if not valid:
+        raise RuntimeError(f"rio-cogeo rejects the COG made for {dst}: {'; '.join(errors)}")
+    with rasterio.open(path) as src:
+        return list(src.overviews(1)), src.width, src.height
 
 
 def class_areas(
@@ -252,23 +296,16 @@ def warp_target(grid: Grid, window: Window, crs: CRS) -> tuple[float, tuple[floa
     grid, or from 0, 0 for a projected CRS), so warped provinces line up pixel
     for pixel and a VRT can mosaic them.
     """
-    src = grid.pyproj_crs
-    metres = grid.resolution / DEGREE_METRE if src.is_geographic else grid.resolution * _unit(src)
+    metres = grid.nominal_pixel_m
     if crs.is_geographic:
         res, (ax, ay) = metres * DEGREE_METRE, geographic_grid().origin
     else:
-        res, ax, ay = metres / _unit(crs), 0.0, 0.0
-    left, bottom, right, top = transform_bounds(src.to_wkt(), crs.to_wkt(), *grid.window_bounds(window),
-                                                densify_pts=21)
+        res, ax, ay = metres / metres_per_unit(crs), 0.0, 0.0
+    left, bottom, right, top = transform_bounds(grid.pyproj_crs.to_wkt(), crs.to_wkt(),
+                                                *grid.window_bounds(window), densify_pts=21)
     c0, c1 = math.floor((left - ax) / res), math.ceil((right - ax) / res)
     r0, r1 = math.floor((ay - top) / res), math.ceil((ay - bottom) / res)
     return res, (ax + c0 * res, ay - r1 * res, ax + c1 * res, ay - r0 * res), c1 - c0, r1 - r0
-
-
-def _unit(crs: CRS) -> float:
-    """Metres per unit of a projected CRS's first axis."""
-    base = crs.source_crs if crs.is_bound and crs.source_crs is not None else crs
-    return base.axis_info[0].unit_conversion_factor
 
 
 def _polygonal(geometry: BaseGeometry | None) -> BaseGeometry | None:
@@ -284,23 +321,6 @@ def _polygonal(geometry: BaseGeometry | None) -> BaseGeometry | None:
         geometry = shapely.make_valid(geometry, method="structure", keep_collapsed=False)
     shapely.prepare(geometry)
     return geometry
-
-
-def _writable_folder(folder: Path, what: str) -> Path:
-    """Create ``folder`` if needed and check that files can be made in it."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the {what} folder {folder} ({exc.strerror}): "
-            "choose another path or fix its parent's permissions"
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(
-            f"the {what} folder {folder} is not writable: make it writable "
-            "(chmod u+wx) or choose another folder"
-        )
-    return folder
 
 
 def _pieces(window: Window, side: int) -> Iterator[Window]:

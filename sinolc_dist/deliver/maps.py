@@ -117,7 +117,7 @@ def status_map(run_dir: Path, path: Path) -> Path:
     path = _writable(Path(path))
     rundir = RunDir(Path(run_dir))
     config = rundir.read_config()
-    grid = Grid.from_dict(config["grid"])
+    grid = config.grid
     codes = {status: i for i, status in enumerate(_STATUS_COLOURS, start=1)}
     rows: list[int] = []
     cols: list[int] = []
@@ -138,7 +138,7 @@ def status_map(run_dir: Path, path: Path) -> Path:
     fig, ax = _figure(image)
     _draw_chunks(ax, image, extent, tuple(_STATUS_COLOURS.values()))
     view = _view(extent, grid)
-    polys = province_geometries(sorted(adcodes), config.get("boundaries"))
+    polys = province_geometries(sorted(adcodes), config.boundaries)
     _draw_outlines(ax, polys.values(), grid, view, color=_OUTLINE)
     handles = [Patch(color=colour, label=f"{status} ({counts[codes[status]]:,})")
                for status, colour in _STATUS_COLOURS.items()]
@@ -146,7 +146,7 @@ def status_map(run_dir: Path, path: Path) -> Path:
     _legend(ax, handles)
     summary = ", ".join(f"{counts[codes[s]]:,} {s}" for s in (DONE, FAILED, PENDING, NO_IMAGERY)
                         if s != NO_IMAGERY or counts[codes[s]])
-    ax.set_title(f"run {_region_label(str(config.get('region', '')))}: {summary}")
+    ax.set_title(f"run {_region_label(str(config.region))}: {summary}")
     return _save(fig, ax, view, path)
 
 

@@ -27,19 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from xml.etree import ElementTree as ET
 
 import rasterio
 import zarr
-from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist import __version__
@@ -62,22 +58,19 @@ from sinolc_dist.deliver.cog import (
     write_cog,
 )
 from sinolc_dist.deliver.stats import ProvinceAreas, area_method, write_tables
+from sinolc_dist.deliver.vrt import write_vrt
 from sinolc_dist.errors import InputError, SinolcError
-from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import ChunkId, Grid, Window
-from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description, run_legend
+from sinolc_dist.legend import Legend
 from sinolc_dist.regions.provinces import Province, province_by_name
 from sinolc_dist.regions.region import province_geometries, resolve_region, to_crs
 from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.config import RunConfig
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import FAILED, PENDING, StateStore
 
 if TYPE_CHECKING:
     from distributed import Client
-
-#: The national mosaic over the provincial files, in ``mosaics/``.
-VRT_NAME = "china.vrt"
-
 
 @dataclass(frozen=True)
 class _Job:
@@ -114,57 +107,84 @@ def mosaic_run(
 
     """
     config = rundir.read_config()
-    grid = Grid.from_dict(config["grid"])
-    region = resolve_region(config["region"], config["boundaries"])
+    grid = config.grid
+    region = resolve_region(config.region, config.boundaries)
     chosen = _chosen(region.provinces, provinces)
-    crs_spec = crs or config.get("mosaic_crs") or "grid"
-    crs_label = "grid" if target_crs(grid, crs_spec) is None else crs_spec
-    contents: dict[str, Contents] = defaultdict(Contents)
-    status_by_prov: dict[str, Counter[str]] = defaultdict(Counter)
-    with StateStore(rundir.state) as state:
-        for rec in state.records():
-            for code in rec.provinces:
-                status_by_prov[code][rec.status] += 1
-                contents[code].add(rec)
-        last_done = state.last_finished()
-    by_prov = {code: c.chunks for code, c in contents.items() if c.chunks}
-    if not by_prov:
+    crs_spec = crs or config.mosaic_crs or "grid"
+    tally = _Tally.of(rundir)
+    if not tally.by_prov:
         return [], [f"no finished chunks in {rundir.root}: nothing to mosaic yet (run the chunks "
                     "with `sinolc-dist run`; `sinolc-dist status` shows what failed)"]
     stores.open_array(rundir.output, grid)  # a missing or foreign store fails here, not on a worker
-    geoms = province_geometries([p.adcode for p in region.provinces], config["boundaries"])
+    geoms = province_geometries([p.adcode for p in region.provinces], config.boundaries)
     base_tags = _run_tags(rundir, config, grid, region.source)
+    crs_label = "grid" if target_crs(grid, crs_spec) is None else crs_spec
     jobs: list[_Job] = []
     notes: list[str] = []
     for prov in chosen:
-        counts = status_by_prov.get(prov.adcode, Counter())
-        if not by_prov.get(prov.adcode):
-            if provinces:  # named by the user: say why nothing comes
-                notes.append(f"{prov.name_en}: no finished chunks, no mosaic")
+        job = _province_job(rundir, prov, tally, allow_incomplete, bool(provinces), crs_label)
+        if isinstance(job, str) or job is None:
+            notes.extend([job] if job else [])
             continue
-        missing = counts[PENDING] + counts[FAILED]
-        if missing and not allow_incomplete:
-            notes.append(f"{prov.name_en}: {missing} chunk(s) not done, mosaic skipped "
-                         "(rerun them, or mosaic with --allow-incomplete)")
-            continue
-        dst = rundir.mosaic(prov.adcode, prov.name_en)
-        if (dst.exists() and dst.stat().st_mtime > last_done.get(prov.adcode, 0.0)
-                and _tags(dst).get(CRS_TAG, "grid") == crs_label):
-            notes.append(f"{prov.name_en}: {dst.name} is up to date")
-            continue
-        tags = {**base_tags, "SINOLC_PROVINCE": f"{prov.adcode} {prov.name_zh} {prov.name_en}",
-                "SINOLC_COMPLETE": "no" if missing else "yes", **contents[prov.adcode].tags()}
-        jobs.append(_Job(prov, dst.resolve(), union_window(grid, by_prov[prov.adcode]),
+        tags = {**base_tags, **job[1], **tally.contents[prov.adcode].tags()}
+        jobs.append(_Job(prov, job[0], union_window(grid, tally.by_prov[prov.adcode]),
                          to_crs(geoms[prov.adcode], grid.crs), tags))
-    legend = run_legend(config)
-    reports = _write_all(jobs, grid, rundir.output.resolve(), crs_spec, legend, client)
-    rid, written = run_id(rundir, config), {r.path for r in reports}
-    for prov in chosen:  # the COGs written now, and any kept one whose item was lost (a full disk)
+    reports = _write_all(jobs, grid, rundir.output.resolve(), crs_spec, config.legend, client)
+    _write_items(rundir, config, chosen, {r.path for r in reports})
+    notes.extend(_national(rundir, grid, config, region.provinces, geoms, tally.by_prov, config.legend))
+    return reports, notes
+
+
+@dataclass
+class _Tally:
+    """The state's chunks per province: their contents, counts by status, the last one finished."""
+
+    contents: dict[str, Contents]
+    status: dict[str, Counter[str]]
+    last_done: dict[str, float]
+
+    @classmethod
+    def of(cls, rundir: RunDir) -> _Tally:
+        contents: dict[str, Contents] = defaultdict(Contents)
+        status: dict[str, Counter[str]] = defaultdict(Counter)
+        with StateStore(rundir.state) as state:
+            for rec in state.records():
+                for code in rec.provinces:
+                    status[code][rec.status] += 1
+                    contents[code].add(rec)
+            return cls(contents, status, state.last_finished())
+
+    @property
+    def by_prov(self) -> dict[str, tuple]:
+        """Each province's finished chunks (provinces with none left out)."""
+        return {code: c.chunks for code, c in self.contents.items() if c.chunks}
+
+
+def _province_job(rundir: RunDir, prov: Province, tally: _Tally, allow_incomplete: bool, named: bool,
+                  crs_label: str) -> tuple[Path, dict[str, str]] | str | None:
+    """A province's COG path and own tags if it is to be written now, else the note saying why not."""
+    counts = tally.status.get(prov.adcode, Counter())
+    if not tally.by_prov.get(prov.adcode):
+        return f"{prov.name_en}: no finished chunks, no mosaic" if named else None
+    missing = counts[PENDING] + counts[FAILED]
+    if missing and not allow_incomplete:
+        return (f"{prov.name_en}: {missing} chunk(s) not done, mosaic skipped "
+                "(rerun them, or mosaic with --allow-incomplete)")
+    dst = rundir.mosaic(prov.adcode, prov.name_en)
+    if (dst.exists() and dst.stat().st_mtime > tally.last_done.get(prov.adcode, 0.0)
+            and _tags(dst).get(CRS_TAG, "grid") == crs_label):
+        return f"{prov.name_en}: {dst.name} is up to date"
+    return dst.resolve(), {"SINOLC_PROVINCE": f"{prov.adcode} {prov.name_zh} {prov.name_en}",
+                           "SINOLC_COMPLETE": "no" if missing else "yes"}
+
+
+def _write_items(rundir: RunDir, config: RunConfig, chosen: tuple[Province, ...], written: set[Path]) -> None:
+    """The STAC items of the COGs written now, and of any kept one whose item was lost (a full disk)."""
+    rid = run_id(rundir, config)
+    for prov in chosen:
         dst = rundir.mosaic(prov.adcode, prov.name_en).resolve()
         if dst in written or (dst.exists() and not item_path(dst).exists()):
             write_item(dst, f"{rid}-{prov.adcode}", {"run_id": rid, "run_dir": str(rundir.root.resolve())})
-    notes.extend(_national(rundir, grid, config, region.provinces, geoms, by_prov, legend))
-    return reports, notes
 
 
 def _chosen(run_provinces: tuple[Province, ...], names: Sequence[str]) -> tuple[Province, ...]:
@@ -183,20 +203,21 @@ def _chosen(run_provinces: tuple[Province, ...], names: Sequence[str]) -> tuple[
     return tuple(dict.fromkeys(chosen))
 
 
-def config_digest(config: dict[str, Any]) -> str:
-    """SHA-256 of what makes a run's results (workflow, grid, model, region, boundaries)."""
-    frozen = {k: config.get(k) for k in ("workflow", "grid", "model", "region", "boundaries")}
+def config_digest(config: RunConfig) -> str:
+    """SHA-256 of what makes a run's results (workflow, grid, model, region, boundaries, as recorded)."""
+    recorded = config.to_dict()
+    frozen = {k: recorded.get(k) for k in ("workflow", "grid", "model", "region", "boundaries")}
     return hashlib.sha256(json.dumps(frozen, sort_keys=True).encode()).hexdigest()
 
 
-def run_id(rundir: RunDir, config: dict[str, Any]) -> str:
+def run_id(rundir: RunDir, config: RunConfig) -> str:
     """The run's id: ``run_id`` of run.json if present, else its folder name and a config digest."""
-    if config.get("run_id"):
-        return str(config["run_id"])
+    if config.run_id:
+        return str(config.run_id)
     return f"{rundir.root.resolve().name}-{config_digest(config)[:12]}"
 
 
-def _run_tags(rundir: RunDir, config: dict[str, Any], grid: Grid, boundaries: str) -> dict[str, str]:
+def _run_tags(rundir: RunDir, config: RunConfig, grid: Grid, boundaries: str) -> dict[str, str]:
     """Provenance written into every provincial COG.
 
     Nothing that differs between runs of one configuration: the run id, folder
@@ -204,7 +225,7 @@ def _run_tags(rundir: RunDir, config: dict[str, Any], grid: Grid, boundaries: st
     """
     tags = {
         "SINOLC_GRID": json.dumps(grid.to_dict()),
-        "SINOLC_MODEL_SHA256": config["model"]["sha256"],
+        "SINOLC_MODEL_SHA256": config.model["sha256"],
         "SINOLC_VERSION": __version__,
         "SINOLC_CONFIG_SHA256": config_digest(config),
         "SINOLC_BOUNDARIES": boundaries,
@@ -269,7 +290,7 @@ def _tags(path: Path) -> dict[str, str]:
 
 
 def _national(
-    rundir: RunDir, grid: Grid, config: dict[str, Any], provinces: tuple[Province, ...],
+    rundir: RunDir, grid: Grid, config: RunConfig, provinces: tuple[Province, ...],
     geoms: dict[str, BaseGeometry], by_prov: dict[str, list[ChunkId]], legend: Legend,
 ) -> list[str]:
     """Statistics, national VRT and quicklooks over every provincial file of the run."""
@@ -295,7 +316,7 @@ def _national(
     csv_path, json_path = write_tables(rundir.stats, rows, meta, legend)
     notes = [f"class areas: {csv_path} and {json_path.name}"]
     try:
-        notes.append(f"national mosaic: {write_vrt(list(files.values()), rundir.mosaics / VRT_NAME, legend)}")
+        notes.append(f"national mosaic: {write_vrt(list(files.values()), rundir.national_vrt, legend)}")
     except InputError as exc:
         notes.append(f"no national mosaic: {exc}")
     notes.append(f"quicklooks: {_quicklooks(rundir.quicklooks, files, legend)}")
@@ -322,69 +343,3 @@ def _quicklooks(folder: Path, files: dict[Province, Path], legend: Legend) -> Pa
         quicklook(list(files.values()), country,
                   title=f"land cover: {len(files)} province(s) of the run", legend=legend)
     return folder
-
-
-def _axis_mapping(crs: CRS) -> str:
-    """GDAL's data-axis-to-CRS-axis mapping for (x, y) data: ``2,1`` when the CRS lists latitude first."""
-    return "2,1" if crs.axis_info and crs.axis_info[0].direction in ("north", "south") else "1,2"
-
-
-def write_vrt(files: Sequence[Path], dst: Path, legend: Legend = SINOLC) -> Path:
-    """Write a VRT mosaicking COGs that lie on one lattice (same CRS and pixel size).
-
-    Each file is a ``ComplexSource`` with ``NODATA 0``: a province's pixels
-    outside its polygon are 0 and do not cover its neighbour's where their
-    windows overlap.  Paths are relative to the VRT, so the ``mosaics`` folder
-    can be moved whole.  Raises :class:`InputError` when the files do not line up.
-    """
-    infos = []
-    for path in files:
-        with rasterio.open(path) as src:
-            infos.append((Path(path), src.crs, src.transform, src.width, src.height, src.block_shapes[0]))
-    _, crs0, t0, *_ = infos[0]
-    for path, crs, t, *_ in infos:
-        if crs != crs0 or t.b or t.d or not (math.isclose(t.a, t0.a) and math.isclose(t.e, t0.e)):
-            raise InputError(f"{path.name} is not in the CRS and pixel size of {infos[0][0].name}: "
-                             "write every province with the same --crs, then the VRT follows")
-    left, top = min(i[2].c for i in infos), max(i[2].f for i in infos)
-
-    def offset(value: float, origin: float, step: float, name: str) -> int:
-        k = (value - origin) / step
-        if abs(k - round(k)) > 1e-6:
-            raise InputError(f"{name} is not aligned to the pixels of the other provinces "
-                             f"({k:.6f} px off): rewrite the mosaics with one `sinolc-dist mosaic` call")
-        return round(k)
-
-    width = max(offset(t.c + w * t.a, left, t0.a, p.name) for p, _, t, w, _, _ in infos)
-    height = max(offset(t.f + h * t.e, top, t0.e, p.name) for p, _, t, _, h, _ in infos)
-    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-    srs = ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping=_axis_mapping(CRS.from_wkt(crs0.to_wkt())))
-    srs.text = crs0.to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(
-        repr(float(v)) for v in (left, t0.a, 0.0, top, 0.0, t0.e))
-    meta = ET.SubElement(root, "Metadata")
-    names = json.dumps({str(c): n for c, n in legend.class_names().items()})
-    ET.SubElement(meta, "MDI", key="CLASS_NAMES").text = names
-    band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band="1")
-    ET.SubElement(band, "Description").text = band_description(legend)
-    ET.SubElement(band, "NoDataValue").text = str(NODATA)
-    ET.SubElement(band, "ColorInterp").text = "Palette"
-    table = ET.SubElement(band, "ColorTable")
-    cmap = legend.colormap()
-    for code in range(max(cmap) + 1):
-        r, g, b, a = cmap.get(code, (0, 0, 0, 0))
-        ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
-    for path, _, t, w, h, (block_y, block_x) in infos:
-        source = ET.SubElement(band, "ComplexSource")
-        ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = \
-            os.path.relpath(path.resolve(), dst.parent.resolve())
-        ET.SubElement(source, "SourceBand").text = "1"
-        ET.SubElement(source, "SourceProperties", RasterXSize=str(w), RasterYSize=str(h),
-                      DataType="Byte", BlockXSize=str(block_x), BlockYSize=str(block_y))
-        ET.SubElement(source, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
-        ET.SubElement(source, "DstRect", xOff=str(offset(t.c, left, t0.a, path.name)),
-                      yOff=str(offset(t.f, top, t0.e, path.name)), xSize=str(w), ySize=str(h))
-        ET.SubElement(source, "NODATA").text = str(NODATA)
-    ET.indent(root)
-    atomic_write_text(dst, ET.tostring(root, encoding="unicode") + "\n")
-    return dst

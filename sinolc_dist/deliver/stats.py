@@ -7,7 +7,8 @@ is the pixel side squared; on EPSG:4326 a pixel of 8.98e-6° covers about
 tens of percent.  :class:`PixelAreas` gives the true area of the grid's pixels:
 
 ``constant``
-    projected equal-area CRSs: side² in m² (with the CRS's unit);
+    projected equal-area CRSs: side² in m² (with the CRS's unit:
+    :attr:`sinolc_dist.grid.Grid.nominal_pixel_m2`, exact on such a grid);
 ``rows``
     geographic CRSs: the area of a pixel depends on its row only; each row's is
     measured by projecting the pixel's four corners into China Albers (equal
@@ -39,7 +40,7 @@ from pyproj import CRS, Transformer
 
 from sinolc_dist.errors import InputError
 from sinolc_dist.files import atomic_write_text
-from sinolc_dist.grid import CHINA_ALBERS, Grid, Window
+from sinolc_dist.grid import CHINA_ALBERS, Grid, Window, base_crs
 from sinolc_dist.legend import NODATA, SINOLC, Legend
 
 #: Codes a uint8 class map can hold.
@@ -50,14 +51,9 @@ _STRIP = 256
 _EQUAL_AREA = ("equal area", "albers", "mollweide", "sinusoidal", "equal earth")
 
 
-def _base(crs: CRS) -> CRS:
-    """The CRS without a ``+towgs84`` binding (a BoundCRS names the transformation, not the map)."""
-    return crs.source_crs if crs.is_bound and crs.source_crs is not None else crs
-
-
 def area_method(crs: CRS) -> str:
     """How pixel areas are found for a CRS: ``constant``, ``rows`` or ``pixels``."""
-    base = _base(crs)
+    base = base_crs(crs)
     if base.is_geographic:
         return "rows"
     op = base.coordinate_operation
@@ -94,9 +90,8 @@ class PixelAreas:
 
     @property
     def constant_km2(self) -> float:
-        """Area of every pixel, for an equal-area grid."""
-        unit = _base(self.grid.pyproj_crs).axis_info[0].unit_conversion_factor
-        return (self.grid.resolution * unit) ** 2 / 1e6
+        """Area of every pixel, for an equal-area grid: its nominal area (exact there)."""
+        return self.grid.nominal_pixel_m2 / 1e6
 
     def _corner_km2(self, window: Window, cols: int) -> np.ndarray:
         """Areas of the window's first ``cols`` columns of pixels, from their projected corners."""

@@ -19,7 +19,7 @@ import shapely
 from pyproj import Transformer
 
 from sinolc_dist.demo.scene import make_scene
-from sinolc_dist.grid import Grid, Window
+from sinolc_dist.grid import LONLAT, Grid, Window
 from sinolc_dist.legend import SINOLC
 from sinolc_dist.rundir import stores
 from sinolc_dist.rundir.layout import RunDir
@@ -43,7 +43,7 @@ class DemoScene:
 
 def scene_window(grid: Grid, size: tuple[int, int] = DEMO_SIZE) -> Window:
     """The scene's window: chunk-aligned, one chunk off the shard lattice (partial shards)."""
-    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
+    to_grid = Transformer.from_crs(LONLAT, grid.crs, always_xy=True)
     x, y = to_grid.transform(*DEMO_LONLAT)
     row = int((grid.origin[1] - y) / grid.resolution) // grid.shard_px * grid.shard_px + grid.chunk
     col = int((x - grid.origin[0]) / grid.resolution) // grid.shard_px * grid.shard_px + grid.chunk
@@ -70,7 +70,7 @@ def prepare_demo(
     inset = grid.resolution
     box = shapely.segmentize(shapely.box(left + inset, bottom + inset, right - inset, top - inset),
                              grid.resolution * 64)
-    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    to_lonlat = Transformer.from_crs(grid.crs, LONLAT, always_xy=True)
     footprint = shapely.transform(box, lambda xy: np.column_stack(to_lonlat.transform(*xy.T)))
     scene.region_file.write_text(json.dumps(
         {"type": "FeatureCollection", "features": [
@@ -90,7 +90,7 @@ def prepare_demo(
 
 def demo_accuracy(rundir: RunDir, scene: DemoScene) -> float:
     """Overall accuracy of the output store against the synthetic truth."""
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     predicted = stores.read_window(stores.open_array(rundir.output, grid), scene.window)
     with rasterio.open(scene.truth_file) as src:
         truth = src.read(1)

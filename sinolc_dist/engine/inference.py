@@ -27,13 +27,12 @@ once per worker process and cached.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from functools import partial
+from typing import ClassVar, TypeVar, cast
 
 import numpy as np
 import torch
@@ -42,24 +41,31 @@ from rasterio.io import DatasetReader
 
 from sinolc_dist.engine.blend import blend_chunk
 from sinolc_dist.engine.patches import chip_batch, forward, lattice, patch_logits, patch_size
+from sinolc_dist.engine.shard_task import (
+    ShardWork,
+    fill_shard,
+    open_files,
+    shard_buffers,
+    tasks_by_shard,
+    write_buffers,
+)
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.grid import ChunkId, Grid, Window
-from sinolc_dist.imagery.pixels import SourceReadError
-from sinolc_dist.imagery.sources import MosaicOptions, Source
+from sinolc_dist.imagery.sources import CompositeOptions, ImageryIndex, Source
 from sinolc_dist.imagery.warp import fill_window
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import LoadedModel, ModelRef, check_halo, keep_heap, load_model
 from sinolc_dist.rundir import stores
-from sinolc_dist.rundir.state import ChunkResult, worker_label
+from sinolc_dist.rundir.state import ChunkResult
 
 #: Chunk reads a shard task keeps in flight ahead of the chunk being computed.
 PREFETCH = 2
 T = TypeVar("T")
 
 __all__ = [
-    "LoadedModel", "ModelRef", "ShardTask", "check_halo", "checksum", "classify_chunk",
+    "LoadedModel", "ModelRef", "ShardTask", "check_halo", "classify_chunk",
     "classify_chunk_with_confidence", "compute_shard", "keep_heap", "load_model", "normalise",
-    "run_shard", "write_shard",
+    "run_shard", "shard_tasks", "write_shard",
 ]
 
 
@@ -159,30 +165,33 @@ def classify_chunk_with_confidence(
     return cast(tuple[np.ndarray, np.ndarray], _classify(model, grid, cid, image, confidence=True))
 
 
-def checksum(classes: np.ndarray) -> str:
-    """A short content hash of a chunk's classes, kept in the state."""
-    return hashlib.blake2b(np.ascontiguousarray(classes).tobytes(), digest_size=8).hexdigest()
-
-
 @dataclass(frozen=True)
-class ShardTask:
-    """One unit of work: the planned chunks of one output shard."""
+class ShardTask(ShardWork):
+    """One unit of inference work: the planned chunks of one output shard."""
 
-    grid: Grid
-    shard: ChunkId
-    chunks: tuple[ChunkId, ...]
     input_path: str
     output_path: str
     model: ModelRef
     #: With ``options``: read the imagery straight from these files (``run --imagery``),
     #: warped as ingest would store it, instead of from the input store.
     sources: tuple[Source, ...] = ()
-    options: MosaicOptions | None = None
+    options: CompositeOptions | None = None
 
-    @property
-    def key(self) -> str:
-        """Dask task key naming every chunk (first..last of the shard's chunks)."""
-        return f"infer-{ChunkId.span(self.chunks)}"
+    stage: ClassVar[str] = "infer"
+
+
+def shard_tasks(
+    grid: Grid, chunks: Iterable[ChunkId], input_path: str, output_path: str, model: ModelRef,
+    imagery: ImageryIndex | None = None,
+) -> Iterator[ShardTask]:
+    """Group chunks by output shard (one task per shard, chunks in (row, col) order).
+
+    With ``imagery`` each task reads its chunks straight from the source files
+    that meet the shard and its halo, instead of from the input store.
+    """
+    options = None if imagery is None else imagery.options
+    return tasks_by_shard(grid, chunks, lambda sid, group, sources: ShardTask(
+        grid, sid, group, input_path, output_path, model, sources, options), imagery, grid.halo)
 
 
 def _prefetch(reader: ThreadPoolExecutor, read: Callable[[ChunkId], T],
@@ -214,48 +223,36 @@ def compute_shard(task: ShardTask) -> ShardOutput:
     shard's earlier content.  Reads run in a thread at most two chunks ahead,
     overlapping the computation.
     """
-    grid = task.grid
     model = load_model(task.model)
-    check_halo(grid, model)
-    opened: dict[str, DatasetReader] = {}  # source files stay open for the shard
+    check_halo(task.grid, model)
+    with open_files() as opened:  # source files stay open for the shard
+        read = _reader(task, opened)
+        targets = _targets(task)
+        outs = shard_buffers(task, targets)
+        confidence = len(targets) > 1
+        with ThreadPoolExecutor(1) as reader:
+            steps = ((cid, partial(_chunk_arrays, model, task.grid, cid, fut, confidence))
+                     for cid, fut in _prefetch(reader, read, task.chunks))
+            results = fill_shard(task, outs, steps)
+    return ShardOutput(results, outs)
+
+
+def _reader(task: ShardTask, opened: dict[str, DatasetReader]) -> Callable[[ChunkId], np.ndarray]:
+    """How the task reads a chunk's halo window: from the input store, or from its source files."""
+    grid = task.grid
     if task.options is None:
         src = stores.open_array(task.input_path, grid)
+        return lambda c: stores.read_window(src, grid.halo_window(c))
+    sources, options = task.sources, task.options
+    return lambda c: fill_window(sources, grid, grid.halo_window(c), options, opened)
 
-        def read(c: ChunkId) -> np.ndarray:
-            return stores.read_window(src, grid.halo_window(c))
-    else:
-        def read(c: ChunkId) -> np.ndarray:
-            return fill_window(task.sources, grid, grid.halo_window(c), task.options, opened)
-    targets = _targets(task)
-    shard_win = grid.shard_window(task.shard)
-    if set(grid.chunks_in(shard_win)) <= set(task.chunks):
-        outs = [np.zeros((shard_win.height, shard_win.width), np.uint8) for _ in targets]
-    else:  # keep the other chunks' earlier results: the whole shard is rewritten
-        outs = [stores.read_window(arr, shard_win) for arr in targets]
-    worker = worker_label()
-    results: list[ChunkResult] = []
-    try:
-        with ThreadPoolExecutor(1) as reader:
-            for cid, fut in _prefetch(reader, read, task.chunks):
-                t0 = time.time()
-                try:
-                    if len(targets) == 1:
-                        arrays: tuple[np.ndarray, ...] = (classify_chunk(model, grid, cid, fut.result()),)
-                    else:
-                        arrays = classify_chunk_with_confidence(model, grid, cid, fut.result())
-                except Exception as exc:  # reported per chunk; the driver retries or marks failed
-                    results.append(ChunkResult(cid, False, worker, t0, time.time() - t0,
-                                               error=f"{type(exc).__name__}: {exc}",
-                                               deterministic=isinstance(exc, SourceReadError)))
-                    continue
-                w = grid.chunk_window(cid)
-                for out, arr in zip(outs, arrays, strict=True):
-                    out[w.within(shard_win)] = arr
-                results.append(ChunkResult(cid, True, worker, t0, time.time() - t0, checksum(arrays[0])))
-    finally:
-        for ds in opened.values():
-            ds.close()
-    return ShardOutput(results, outs)
+
+def _chunk_arrays(model: LoadedModel, grid: Grid, cid: ChunkId, image: Future[np.ndarray],
+                  confidence: bool) -> tuple[np.ndarray, ...]:
+    """A chunk's classes (and confidence) from its prefetched imagery."""
+    if confidence:
+        return classify_chunk_with_confidence(model, grid, cid, image.result())
+    return (classify_chunk(model, grid, cid, image.result()),)
 
 
 def _targets(task: ShardTask) -> list[zarr.Array]:
@@ -271,9 +268,7 @@ def write_shard(task: ShardTask, output: ShardOutput) -> list[ChunkResult]:
     A separate task from :func:`compute_shard`, so that a worker compresses and
     writes one shard while its GPU computes the next.
     """
-    shard_win = task.grid.shard_window(task.shard)
-    for arr, out in zip(_targets(task), output.arrays, strict=True):
-        stores.write_window(arr, shard_win, out)
+    write_buffers(task, _targets(task), output.arrays)
     return output.results
 
 

@@ -4,9 +4,10 @@
   priority rule;
 - :mod:`~sinolc_dist.imagery.index`: each file opened once (footprint in the grid's
   CRS, dates, bands) and what changed since the last ingest;
-- :mod:`~sinolc_dist.imagery.warp`: one grid window from the sources (GDAL warper,
-  first valid pixel wins, masks and alpha → nodata, uint16/float → uint8);
-- :mod:`~sinolc_dist.imagery.xyz`: XYZ tile sets as one Web Mercator raster;
+- :mod:`~sinolc_dist.imagery.warp`: one grid window composited from the sources
+  (GDAL warper, first valid pixel wins, masks and alpha → nodata, uint16/float →
+  uint8), as :class:`~sinolc_dist.imagery.sources.CompositeOptions` say;
+- :mod:`~sinolc_dist.imagery.xyz`: XYZ tile sets as one Web Mercator raster (tile pasting);
 - :mod:`~sinolc_dist.engine.ingest_task`: the per-shard task a worker runs;
 - :mod:`~sinolc_dist.stages.ingest`: the resumable stage on the cluster (driver side,
   imported on its own so that workers load no torch).
@@ -22,7 +23,7 @@ models); read directly for a one-off pass with spare worker CPU.
 """
 
 from sinolc_dist.imagery.index import build_index
-from sinolc_dist.imagery.sources import ImageryIndex, MosaicOptions, Source
+from sinolc_dist.imagery.sources import CompositeOptions, ImageryIndex, Source
 from sinolc_dist.imagery.warp import fill_window, read_window
 
-__all__ = ["ImageryIndex", "MosaicOptions", "Source", "build_index", "fill_window", "read_window"]
+__all__ = ["CompositeOptions", "ImageryIndex", "Source", "build_index", "fill_window", "read_window"]

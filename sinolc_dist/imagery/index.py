@@ -32,8 +32,8 @@ from sinolc_dist.imagery.sources import (
     TILE_SUFFIXES,
     WEB_MERCATOR_HALF,
     Bounds,
+    CompositeOptions,
     ImageryIndex,
-    MosaicOptions,
     Source,
     expand,
     image_bands,
@@ -241,7 +241,7 @@ class IndexUpdate:
     described: int = 0
 
 
-def build_index(specs: Sequence[str], grid: Grid, options: MosaicOptions, zoom: int | None = None,
+def build_index(specs: Sequence[str], grid: Grid, options: CompositeOptions, zoom: int | None = None,
                 previous: ImageryIndex | None = None) -> IndexUpdate:
     """Expand the source arguments and index the files not indexed before (or changed).
 
@@ -260,45 +260,71 @@ def build_index(specs: Sequence[str], grid: Grid, options: MosaicOptions, zoom: 
     update = IndexUpdate(ImageryIndex(grid, options, ()))
     for position, (kind, path) in enumerate(refs):
         old = prev.get(path)
-        src: Source | None = old
         try:
-            if kind == "xyz" and zoom is not None:
-                same = old is not None and old.zoom == zoom
-                scan = scan_tiles(Path(path) / str(zoom), zoom, old.mtime if old and same else float("inf"))
-                if old is None or not same or (scan.count, scan.newest) != (old.size, old.mtime):
-                    src = describe_xyz(path, zoom, position, grid, options.bands, scan)
-                if old is not None and same and src is not old:  # redo the changed tiles, not the set
-                    update.described += 1
-                    update.changed += changed_tiles(old, scan, grid)
-                    old = src
-            else:
-                st = os.stat(path)
-                if old is None or (old.size, old.mtime) != (st.st_size, st.st_mtime):
-                    src = describe_file(path, position, grid, options.bands)
+            src, base = _reindex(kind, path, position, old, grid, options.bands, zoom, update)
         except (Unreadable, OSError) as exc:
             unreadable[path] = str(exc)
+            src, base = old, old
         except InputError as exc:
             problems.append(str(exc))
             continue
-        if src is not old:
+        if src is not base:
             update.described += 1
-        if src is not old or path in unreadable:  # new, modified or broken: its chunks are redone
-            update.changed += [s.bounds for s in (old, src) if s is not None]
+        if src is not base or path in unreadable:  # new, modified or broken: its chunks are redone
+            update.changed += [s.bounds for s in (base, src) if s is not None]
         if src is not None:
             sources.append(replace(src, position=position))
     given = {path for _, path in refs}
     update.changed += [s.bounds for path, s in prev.items() if path not in given]
+    _check_usable(len(refs), sources, unreadable, problems)
+    ordered = prioritise(sources, options.order)
+    if previous is not None:
+        update.changed += _reranked(previous, ordered)
+    update.index = ImageryIndex(grid, options, tuple(ordered), unreadable)
+    return update
+
+
+def _reindex(kind: str, path: str, position: int, old: Source | None, grid: Grid, bands: int,
+             zoom: int | None, update: IndexUpdate) -> tuple[Source | None, Source | None]:
+    """One source, described again when it is new or changed: ``(source, baseline)``.
+
+    The baseline is what the source is compared with to tell that it changed:
+    ``old``, or for a rescanned tile set the new description itself, whose
+    changed tiles are then already counted in ``update`` (not the whole set).
+    Raises :class:`Unreadable`/``OSError`` for a file GDAL cannot open or stat,
+    :class:`InputError` for one unusable as imagery.
+    """
+    if kind == "xyz" and zoom is not None:
+        same = old is not None and old.zoom == zoom
+        scan = scan_tiles(Path(path) / str(zoom), zoom, old.mtime if old and same else float("inf"))
+        if old is not None and same and (scan.count, scan.newest) == (old.size, old.mtime):
+            return old, old
+        src = describe_xyz(path, zoom, position, grid, bands, scan)
+        if old is not None and same:  # redo the changed tiles, not the set
+            update.described += 1
+            update.changed += changed_tiles(old, scan, grid)
+            return src, src
+        return src, old
+    st = os.stat(path)
+    if old is None or (old.size, old.mtime) != (st.st_size, st.st_mtime):
+        return describe_file(path, position, grid, bands), old
+    return old, old
+
+
+def _check_usable(given: int, sources: list[Source], unreadable: dict[str, str], problems: list[str]) -> None:
+    """Raise one :class:`InputError` for unusable files (five named), or when none is readable."""
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise InputError("; ".join(problems[:5]) + more)
     if not any(s.path not in unreadable for s in sources):
         listing = "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:5])
-        raise InputError(f"no readable imagery among {len(refs)} source(s): {listing}")
-    ordered = prioritise(sources, options.order)
-    if previous is not None:  # a source whose rank among the old ones moved changes what wins
-        keep = {s.path for s in ordered}
-        before = [s.path for s in previous.sources if s.path in keep]
-        after = [s.path for s in ordered if s.path in prev]
-        update.changed += [prev[a].bounds for a, b in zip(after, before, strict=True) if a != b]
-    update.index = ImageryIndex(grid, options, tuple(ordered), unreadable)
-    return update
+        raise InputError(f"no readable imagery among {given} source(s): {listing}")
+
+
+def _reranked(previous: ImageryIndex, ordered: list[Source]) -> list[Bounds]:
+    """Footprints of the old sources whose rank among the old ones moved: that changes what wins."""
+    prev = {s.path: s for s in previous.sources}
+    keep = {s.path for s in ordered}
+    before = [s.path for s in previous.sources if s.path in keep]
+    after = [s.path for s in ordered if s.path in prev]
+    return [prev[a].bounds for a, b in zip(after, before, strict=True) if a != b]

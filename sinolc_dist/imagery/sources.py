@@ -52,8 +52,12 @@ Bounds = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
-class MosaicOptions:
-    """How sources become input pixels: bands, resampling, priority rule, scaling.
+class CompositeOptions:
+    """How sources are composited onto the grid: bands, resampling, priority rule, scaling.
+
+    Compositing is "first valid pixel wins" over the sources in priority order
+    (:func:`sinolc_dist.imagery.warp.fill_window`); it is saved in the imagery
+    index and ``ingest.json`` under the key ``"options"``.
 
     ``scale`` divides imagery that is not uint8 before it is clipped to 0..255:
     integers are floor-divided (default 256 for 16-bit data, so 0..65535 maps
@@ -143,10 +147,10 @@ class Source:
 
 @dataclass(frozen=True)
 class ImageryIndex:
-    """The sources of an ingest in priority order (first wins), with the mosaic options."""
+    """The sources of an ingest in priority order (first wins), with the compositing options."""
 
     grid: Grid
-    options: MosaicOptions
+    options: CompositeOptions
     sources: tuple[Source, ...]
     unreadable: dict[str, str] = field(default_factory=dict)
 
@@ -167,7 +171,7 @@ class ImageryIndex:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageryIndex:
         """Rebuild an index from :meth:`to_dict` output."""
-        return cls(Grid.from_dict(data["grid"]), MosaicOptions(**data["options"]),
+        return cls(Grid.from_dict(data["grid"]), CompositeOptions(**data["options"]),
                    tuple(Source.from_dict(s) for s in data["sources"]), dict(data["unreadable"]))
 
     def save(self, path: Path) -> None:

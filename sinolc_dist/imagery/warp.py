@@ -44,7 +44,7 @@ from rasterio.warp import reproject
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import Grid, Window
 from sinolc_dist.imagery.pixels import SourceReadError, gdal_reason, to_uint8
-from sinolc_dist.imagery.sources import Bounds, ImageryIndex, MosaicOptions, Source
+from sinolc_dist.imagery.sources import Bounds, CompositeOptions, ImageryIndex, Source
 from sinolc_dist.imagery.xyz import warp_tiles
 
 # rasterio 1.4 warns "Dataset has no geotransform" from reproject() when two threads warp at once,
@@ -52,7 +52,7 @@ from sinolc_dist.imagery.xyz import warp_tiles
 warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning, "rasterio.warp")
 
 
-def warp_file(source: Source, grid: Grid, window: Window, options: MosaicOptions,
+def warp_file(source: Source, grid: Grid, window: Window, options: CompositeOptions,
               opened: dict[str, DatasetReader] | None = None) -> np.ndarray:
     """Warp one file into a grid window: ``(bands + 1, h, w)`` uint8, alpha last (0 = not valid).
 
@@ -81,7 +81,7 @@ def warp_file(source: Source, grid: Grid, window: Window, options: MosaicOptions
     return to_uint8(out[:n], out[n] > 0, options.divisor(source.dtype))
 
 
-def warp_source(source: Source, grid: Grid, window: Window, options: MosaicOptions,
+def warp_source(source: Source, grid: Grid, window: Window, options: CompositeOptions,
                 opened: dict[str, DatasetReader] | None = None) -> np.ndarray:
     """Warp one source (file or tile set) into a grid window (see :func:`warp_file`)."""
     if source.kind == "xyz":
@@ -93,7 +93,7 @@ def _meets(a: Bounds, b: Bounds) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def fill_window(sources: tuple[Source, ...], grid: Grid, window: Window, options: MosaicOptions,
+def fill_window(sources: tuple[Source, ...], grid: Grid, window: Window, options: CompositeOptions,
                 opened: dict[str, DatasetReader] | None = None) -> np.ndarray:
     """The input pixels of a grid window, ``(bands, h, w)`` uint8, 0 = nodata.
 

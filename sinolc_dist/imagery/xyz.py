@@ -30,7 +30,7 @@ from rasterio.warp import reproject, transform_bounds
 
 from sinolc_dist.grid import Grid, Window
 from sinolc_dist.imagery.pixels import SourceReadError, gdal_reason, to_uint8
-from sinolc_dist.imagery.sources import WEB_MERCATOR_HALF, MosaicOptions, Source, image_bands
+from sinolc_dist.imagery.sources import WEB_MERCATOR_HALF, CompositeOptions, Source, image_bands
 
 WEB_MERCATOR = CRS.from_epsg(3857)
 
@@ -89,8 +89,11 @@ def tiles_for(source: Source, grid: Grid, window: Window) -> tuple[int, int, int
     return (x0, y0, x1, y1) if x0 <= x1 and y0 <= y1 else None
 
 
-def mosaic(source: Source, tiles: tuple[int, int, int, int], options: MosaicOptions) -> np.ndarray:
-    """The tiles of a range pasted into one ``(bands + 1, h, w)`` uint8 array (alpha last)."""
+def paste_tiles(source: Source, tiles: tuple[int, int, int, int], options: CompositeOptions) -> np.ndarray:
+    """The tiles of a range pasted into one ``(bands + 1, h, w)`` uint8 array (alpha last).
+
+    Tiles of one zoom share a pixel lattice, so pasting is exact: no resampling.
+    """
     x0, y0, x1, y1 = tiles
     ts, n = source.tile_size, options.bands
     out = np.zeros((n + 1, (y1 - y0 + 1) * ts, (x1 - x0 + 1) * ts), np.uint8)
@@ -104,7 +107,7 @@ def mosaic(source: Source, tiles: tuple[int, int, int, int], options: MosaicOpti
     return out
 
 
-def warp_tiles(source: Source, grid: Grid, window: Window, options: MosaicOptions) -> np.ndarray:
+def warp_tiles(source: Source, grid: Grid, window: Window, options: CompositeOptions) -> np.ndarray:
     """Warp an XYZ tile set into a grid window: ``(bands + 1, h, w)`` uint8, alpha last."""
     n = options.bands
     out = np.zeros((n + 1, window.height, window.width), np.uint8)
@@ -118,7 +121,7 @@ def warp_tiles(source: Source, grid: Grid, window: Window, options: MosaicOption
                 part.col0 - window.col0:part.col1 - window.col0] = warp_tiles(source, grid, part, options)
         return out
     zoom, _ = _zoom_and_range(source)
-    reproject(mosaic(source, tiles, options), out,
+    reproject(paste_tiles(source, tiles, options), out,
               src_transform=tile_transform(zoom, tiles[0], tiles[1], source.tile_size),
               src_crs=WEB_MERCATOR, dst_transform=grid.window_transform(window),
               dst_crs=CRS.from_user_input(grid.crs), resampling=Resampling[options.resampling],

@@ -29,7 +29,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.errors import ConfigError, InputError
-from sinolc_dist.grid import CHINA_ALBERS
+from sinolc_dist.grid import CHINA_ALBERS, LONLAT, is_lonlat
 from sinolc_dist.regions.provinces import PROVINCES, Province, fold_name, province_by_name, suggest
 
 _COUNTRY = {"cn", "china", "中国", "中华人民共和国", "chn"}
@@ -39,7 +39,6 @@ _VALID = (
     "Valid: CN, a province name or adcode, bbox:minlon,minlat,maxlon,maxlat, "
     "or a .geojson/.gpkg file"
 )
-_LONLAT = CRS.from_epsg(4326)
 
 
 @dataclass(frozen=True)
@@ -133,11 +132,6 @@ def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
-@functools.lru_cache(maxsize=16)
-def _is_lonlat(crs: str) -> bool:
-    return CRS.from_user_input(crs).equals(_LONLAT, ignore_axis_order=True)
-
-
 def _reproject(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
     if src == dst:
         return geom
@@ -146,7 +140,7 @@ def _reproject(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
 
 def to_crs(geom: BaseGeometry, crs: str) -> BaseGeometry:
     """Reproject a lon/lat geometry to ``crs`` (vertices only; densify long edges first)."""
-    return geom if _is_lonlat(crs) else _reproject(geom, "EPSG:4326", crs)
+    return geom if is_lonlat(crs) else _reproject(geom, LONLAT, crs)
 
 
 def equal_area_km2(geom_lonlat: BaseGeometry) -> float:
@@ -190,7 +184,7 @@ def _lonlat_from(crs_text: str, path: Path) -> str:
         raise InputError(
             f"region file {path}: CRS {crs_text!r} is unknown to PROJ; reproject it to EPSG:4326"
         ) from None
-    return "EPSG:4326" if crs.equals(_LONLAT, ignore_axis_order=True) else crs.to_wkt()
+    return LONLAT if is_lonlat(crs_text) else crs.to_wkt()
 
 
 def _read_geojson(path: Path) -> list[tuple[BaseGeometry, dict[str, Any]]]:
@@ -198,7 +192,7 @@ def _read_geojson(path: Path) -> list[tuple[BaseGeometry, dict[str, Any]]]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"region file {path} is not valid GeoJSON: {exc}") from None
-    crs = "EPSG:4326"
+    crs = LONLAT
     legacy = doc.get("crs") if isinstance(doc, dict) else None
     if isinstance(legacy, dict):
         props = legacy.get("properties") or {}
@@ -218,7 +212,7 @@ def _read_geojson(path: Path) -> list[tuple[BaseGeometry, dict[str, Any]]]:
                 geom = shape(geometry)
             except (KeyError, TypeError, ValueError, GEOSException) as exc:
                 raise InputError(f"region file {path} has a bad geometry: {exc}") from None
-            out.append((_reproject(geom, crs, "EPSG:4326"), props))
+            out.append((_reproject(geom, crs, LONLAT), props))
     return out
 
 
@@ -240,7 +234,7 @@ def _read_gpkg(path: Path) -> list[tuple[BaseGeometry, dict[str, Any]]]:
                 props = dict(zip(names, row, strict=True))
                 geom = _gpkg_geometry(props.pop(column), path)
                 if geom is not None:
-                    out.append((_reproject(geom, crs, "EPSG:4326"), props))
+                    out.append((_reproject(geom, crs, LONLAT), props))
     finally:
         con.close()
     return out
@@ -249,7 +243,7 @@ def _read_gpkg(path: Path) -> list[tuple[BaseGeometry, dict[str, Any]]]:
 def _gpkg_crs(con: sqlite3.Connection, srs_id: int) -> str:
     """Return a GeoPackage layer's CRS as text PROJ reads (srs_id 0: undefined lon/lat)."""
     if srs_id == 0:
-        return "EPSG:4326"
+        return LONLAT
     row = con.execute(
         "SELECT organization, organization_coordsys_id, definition "
         "FROM gpkg_spatial_ref_sys WHERE srs_id = ?", (srs_id,)

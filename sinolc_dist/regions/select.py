@@ -19,7 +19,7 @@ from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.grid import Grid
+from sinolc_dist.grid import LONLAT, Grid
 from sinolc_dist.regions.region import Region, equal_area_km2, province_geometries, to_crs
 
 #: Blocks per side of the quadtree's first level (more: fewer levels, more tests).
@@ -126,7 +126,7 @@ def _outside_message(grid: Grid, region: Region) -> str:
     height, width = grid.size
     x0, y0 = grid.origin
     res = grid.resolution
-    west, south, east, north = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)\
+    west, south, east, north = Transformer.from_crs(grid.crs, LONLAT, always_xy=True)\
         .transform_bounds(x0, y0 - height * res, x0 + width * res, y0, densify_pts=51)
     return (
         f"region {region.spec!r} lies outside the grid (which covers lon {west:.2f}..{east:.2f}, "

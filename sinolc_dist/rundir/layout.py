@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from sinolc_dist.errors import RunDirError
-from sinolc_dist.files import atomic_write_text
+from sinolc_dist.files import atomic_write_text, make_folders
+from sinolc_dist.rundir.config import RunConfig
 
 DEFAULT_RUN_DIR = Path("sinolc-run")
 
@@ -143,6 +144,11 @@ class RunDir:
         return self.mosaics / f"{adcode}_{name.replace(' ', '-')}.tif"
 
     @property
+    def national_vrt(self) -> Path:
+        """The national VRT over the provincial COGs (``mosaics/china.vrt``)."""
+        return self.mosaics / "china.vrt"
+
+    @property
     def quicklooks(self) -> Path:
         """Folder of the provincial COGs' PNG quicklooks."""
         return self.mosaics / "quicklooks"
@@ -171,6 +177,10 @@ class RunDir:
         """Where a submitted driver job's stdout and stderr go (``logs/driver-<job id>.out``)."""
         return self.logs / f"driver-{job_id}.out"
 
+    def driver_script(self, kind: str) -> Path:
+        """The batch script ``sinolc-dist submit`` writes for a ``kind`` scheduler (``driver.<kind>.sh``)."""
+        return self.root / f"driver.{kind}.sh"
+
     @property
     def lock(self) -> Path:
         """The single-driver lock file."""
@@ -178,14 +188,8 @@ class RunDir:
 
     def create(self) -> RunDir:
         """Make the folders (idempotent)."""
-        try:
-            for p in (self.root, self.mosaics, self.logs):
-                p.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(
-                f"cannot create run directory {self.root}: {exc.strerror or exc}; "
-                "choose a writable --run-dir"
-            ) from None
+        make_folders((self.root, self.mosaics, self.logs), lambda exc: RunDirError(
+            f"cannot create run directory {self.root}: {exc.strerror or exc}; choose a writable --run-dir"))
         return self
 
     def require(self) -> RunDir:
@@ -198,8 +202,8 @@ class RunDir:
         return self
 
     # ------------------------------------------------------------ frozen config
-    def read_config(self) -> dict[str, Any]:
-        """The frozen configuration, as written by :meth:`freeze`."""
+    def _read_json(self) -> dict[str, Any]:
+        """``run.json`` as written by :meth:`freeze`."""
         self.require()
         try:
             return json.loads(self.config.read_text(encoding="utf-8"))
@@ -208,16 +212,27 @@ class RunDir:
                 f"{self.config} is damaged ({exc}); restore it or start a new run directory"
             ) from None
 
-    def freeze(self, config: dict[str, Any], compatible_keys: frozenset[str]) -> dict[str, Any]:
+    def read_config(self) -> RunConfig:
+        """The frozen configuration as a typed :class:`RunConfig` (what every reader of run.json takes)."""
+        data = self._read_json()
+        try:
+            return RunConfig.from_dict(data)
+        except RunDirError as exc:
+            raise RunDirError(f"{self.config} is damaged ({exc}); restore it or start a new run "
+                              "directory") from None
+
+    def freeze(self, config: RunConfig, compatible_keys: frozenset[str]) -> RunConfig:
         """Record the configuration on first use; afterwards refuse incompatible changes.
 
-        Keys in ``compatible_keys`` may change between runs (cluster size, in-flight
-        bound); any other difference is refused with the differences listed.
+        Keys in ``compatible_keys`` may change between runs (cluster, retries,
+        in-flight bound); any other difference is refused with the differences
+        listed.  Returns the configuration in force: the recorded one with those
+        keys taken from ``config``.
         """
-        merged = check_frozen(self.config, config, compatible_keys)
-        if not self.config.exists() or merged != self.read_config():
+        merged = check_frozen(self.config, config.to_dict(), compatible_keys)
+        if not self.config.exists() or merged != self._read_json():
             atomic_write_text(self.config, json.dumps(merged, indent=2, sort_keys=True))
-        return merged
+        return RunConfig.from_dict(merged)
 
     # ------------------------------------------------------------------- lock
     @contextmanager
@@ -310,10 +325,17 @@ class _DriverLog(logging.FileHandler):
 
 
 def setup_logging(rundir: RunDir) -> None:
-    """Send the driver's log to ``logs/driver.log`` (readable, one line per event)."""
+    """Send the driver's log to ``logs/driver.log`` (readable, one line per event).
+
+    A process drives one run directory at a time: the log of a run directory it
+    drove before (tests, a notebook) stops receiving lines.
+    """
     rundir.logs.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("sinolc_dist")
     target = str((rundir.logs / "driver.log").resolve())
+    for old in [h for h in logger.handlers if isinstance(h, _DriverLog) and h.baseFilename != target]:
+        logger.removeHandler(old)
+        old.close()
     if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
         handler = _DriverLog(target)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

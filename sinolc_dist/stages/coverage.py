@@ -22,9 +22,9 @@ import shapely
 from pyproj import Transformer
 
 from sinolc_dist.errors import InputError
-from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.grid import LONLAT, ChunkId, Grid
 from sinolc_dist.imagery.index import build_index
-from sinolc_dist.imagery.sources import ImageryIndex, MosaicOptions
+from sinolc_dist.imagery.sources import CompositeOptions, ImageryIndex
 from sinolc_dist.regions.plan import Plan
 from sinolc_dist.regions.region import Region, to_crs
 from sinolc_dist.rundir.layout import RunDir
@@ -71,7 +71,7 @@ def chunk_shares(grid: Grid, chunks: Iterable[ChunkId], index: ImageryIndex) -> 
 
 
 def _lonlat_bounds(bounds: tuple[float, float, float, float], crs: str) -> str:
-    left, bottom, right, top = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform_bounds(
+    left, bottom, right, top = Transformer.from_crs(crs, LONLAT, always_xy=True).transform_bounds(
         *bounds, densify_pts=21)
     return f"lon {left:.3f}..{right:.3f}, lat {bottom:.3f}..{top:.3f}"
 
@@ -249,7 +249,7 @@ def plan_imagery(plan: Plan, imagery: tuple[str, ...], zoom: int | None,
     Empty when neither is there (or the saved index is for another grid); ``imagery``
     that misses the region is an :class:`InputError`, as for ``run`` and ``ingest``.
     """
-    index = build_index(imagery, plan.grid, MosaicOptions(bands=1), zoom).index if imagery \
+    index = build_index(imagery, plan.grid, CompositeOptions(bands=1), zoom).index if imagery \
         else run_index(run_dir, None)
     if index is None or index.grid != plan.grid:
         return []

@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from distributed import Client, as_completed
 
-from sinolc_dist.engine.inference import ModelRef, ShardTask, run_shard
+from sinolc_dist.engine.inference import run_shard
 from sinolc_dist.errors import Interrupted
 from sinolc_dist.grid import ChunkId, Grid
-from sinolc_dist.imagery.sources import ImageryIndex
 from sinolc_dist.rundir.state import ChunkResult, StateStore
 
 log = logging.getLogger("sinolc_dist.stages.dispatch")
@@ -108,22 +107,126 @@ def interruptible(done: Callable[[], int]) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def shard_tasks(
-    grid: Grid, chunks: Iterable[ChunkId], input_path: str, output_path: str, model: ModelRef,
-    imagery: ImageryIndex | None = None,
-) -> Iterator[ShardTask]:
-    """Group chunks by output shard (one task per shard, chunks in (row, col) order).
+#: The driver records results in batches: this many, or after this many seconds.
+FLUSH_RESULTS, FLUSH_SECONDS = 256, 1.0
 
-    With ``imagery`` each task reads its chunks straight from the source files
-    that meet the shard and its halo, instead of from the input store.
+
+class Dispatcher(Generic[T]):
+    """The driver's dispatch of one stage: ``submit`` a task, ``handle`` its result, ``flush`` the state.
+
+    A class rather than one long function: the in-flight futures, the retry
+    backlog, the attempts per chunk and the results not yet recorded are its
+    state, and each step of the loop (:meth:`run`) is one short method.
+    ``work`` is the function a worker runs for a task and returns the chunk
+    results (the engine's :func:`run_shard`; ingest's and the dispatch
+    benchmark's their own); with ``finish``, ``work`` returns an intermediate
+    that a second task ``finish(task, intermediate)`` turns into the results,
+    on the same worker (the engine's compute and write stages: the write
+    overlaps the next shard's compute).  ``resources`` is what each ``work``
+    task asks of a worker (``{"GPU": 1}`` on GPU clusters); ``finish`` tasks
+    ask nothing.
     """
-    for sid, group in grid.by_shard(chunks).items():
-        if imagery is None:
-            yield ShardTask(grid, sid, group, input_path, output_path, model)
-            continue
-        halo = grid.shard_window(sid).grow(grid.halo).intersect(grid.full_window)
-        sources = imagery.overlapping(grid.window_bounds(halo))
-        yield ShardTask(grid, sid, group, input_path, output_path, model, sources, imagery.options)
+
+    def __init__(
+        self, client: Client, state: StateStore, retries: int, max_in_flight: int,
+        work: Callable[[T], Any] = run_shard,  # type: ignore[assignment]
+        finish: Callable[[T, Any], list[ChunkResult]] | None = None,
+        resources: dict[str, float] | None = None,
+        on_progress: Callable[[RunReport], None] = lambda r: None,
+    ) -> None:
+        self.client, self.state, self.retries, self.max_in_flight = client, state, retries, max_in_flight
+        self.work, self.finish, self.resources, self.on_progress = work, finish, resources, on_progress
+        self.report = RunReport()
+        self._attempts: dict[ChunkId, int] = defaultdict(int)
+        self._queue: Iterator[T] = iter(())
+        self._backlog: list[T] = []
+        self._pending: list[ChunkResult] = []
+        self._futures: dict[object, T] = {}
+        self._seq = as_completed()
+        self._t_start = self._last_flush = time.time()
+
+    def run(self, tasks: Iterable[T]) -> RunReport:
+        """Run ``tasks`` with at most ``max_in_flight`` in flight; every result is recorded, also on an error.
+
+        An interrupt (or any error) flushes the results already returned before it propagates.
+        """
+        self._queue = iter(tasks)
+        try:
+            for _ in range(self.max_in_flight):
+                if not self.submit():
+                    break
+            for fut in self._seq:
+                self.handle(fut)
+                self.submit()
+                if len(self._pending) >= FLUSH_RESULTS or time.time() - self._last_flush > FLUSH_SECONDS:
+                    self.flush()
+        finally:
+            self.flush()
+        return self.report
+
+    def submit(self) -> bool:
+        """Submit the next task (a retry first); ``False`` when none is left.
+
+        Task keys carry the attempt (``-a2``), so a retry is a new task to the scheduler.
+        """
+        task = self._backlog.pop() if self._backlog else next(self._queue, None)
+        if task is None:
+            return False
+        n = 1 + max(self._attempts[c] for c in task.chunks)
+        fut = self.client.submit(self.work, task, key=f"{task.key}-a{n}", pure=False, retries=0,
+                                 resources=self.resources)
+        if self.finish is not None:  # a second task writes, on the same worker, while the next computes
+            fut = self.client.submit(self.finish, task, fut, key=f"write-{task.key.split('-', 1)[1]}-a{n}",
+                                     pure=False, retries=0)
+        self._futures[fut] = task
+        self._seq.add(fut)
+        return True
+
+    def handle(self, fut: Any) -> None:
+        """Take a finished task's chunk results: count and queue them, and put the chunks to retry back."""
+        task = self._futures.pop(fut)
+        try:
+            results = fut.result()
+        except Exception as exc:  # the task itself died (worker lost, KilledWorker, ...)
+            reason = f"{type(exc).__name__}: {exc}"
+            results = [ChunkResult(c, False, error=reason) for c in task.chunks]
+        retry = [r.chunk for r in results if self._take(task, r)]
+        if retry:
+            self._backlog.append(dataclasses.replace(task, chunks=tuple(retry)))
+
+    def _take(self, task: T, r: ChunkResult) -> bool:
+        """Count one chunk's result: ``True`` to retry the chunk, else it is queued for the state.
+
+        A deterministic failure (a corrupt file) fails at once; others get ``retries`` more attempts.
+        """
+        attempts = self._attempts[r.chunk] = self._attempts[r.chunk] + 1
+        if r.ok:
+            self.report.done += 1
+            w = task.grid.chunk_window(r.chunk)
+            self.report.pixels += w.height * w.width
+            self._pending.append(ChunkResult(r.chunk, True, r.worker, r.started, r.seconds, r.checksum,
+                                             attempts=attempts))
+            log.info("chunk %s done on %s in %.2fs", r.chunk.key, r.worker, r.seconds)
+            return False
+        if attempts <= self.retries and not r.deterministic:
+            self.report.retried += 1
+            log.warning("chunk %s failed (attempt %d), retrying: %s", r.chunk.key, attempts, r.error)
+            return True
+        self.report.failed += 1
+        self.report.errors[r.chunk.key] = r.error
+        self._pending.append(ChunkResult(r.chunk, False, r.worker, r.started, r.seconds, error=r.error,
+                                         attempts=attempts))
+        log.error("chunk %s failed after %d attempts: %s", r.chunk.key, attempts, r.error)
+        return False
+
+    def flush(self) -> None:
+        """Record the queued results in the state and report progress (time so far included)."""
+        if self._pending:
+            self.state.record(self._pending)
+            self._pending.clear()
+        self._last_flush = time.time()
+        self.report.seconds = time.time() - self._t_start
+        self.on_progress(self.report)
 
 
 def dispatch(
@@ -137,89 +240,9 @@ def dispatch(
     resources: dict[str, float] | None = None,
     finish: Callable[[T, Any], list[ChunkResult]] | None = None,
 ) -> RunReport:
-    """Run tasks on the cluster, retrying failed chunks, recording every result.
+    """Run tasks on the cluster, retrying failed chunks, recording every result (see :class:`Dispatcher`).
 
     A chunk that raises (or whose worker dies) is retried up to ``retries``
-    times, then recorded as failed with its reason; the rest goes on.  ``work``
-    is the function a worker runs for a task and returns the chunk results (the
-    engine's :func:`run_shard`; ingest's and the dispatch benchmark's their own);
-    with ``finish``, ``work`` returns an intermediate that a second task
-    ``finish(task, intermediate)`` turns into the results, on the same worker
-    (the engine's compute and write stages: the write overlaps the next
-    shard's compute).  ``resources`` is what each ``work`` task asks of a worker
-    (``{"GPU": 1}`` on GPU clusters); ``finish`` tasks ask nothing.
+    times, then recorded as failed with its reason; the rest goes on.
     """
-    report = RunReport()
-    t_start = time.time()
-    queue = iter(tasks)
-    attempts: dict[ChunkId, int] = defaultdict(int)
-    backlog: list[T] = []
-    pending: list[ChunkResult] = []
-    last_flush = time.time()
-    seq = as_completed()
-    futures: dict[object, T] = {}
-
-    def submit_next() -> bool:
-        task = backlog.pop() if backlog else next(queue, None)
-        if task is None:
-            return False
-        n = 1 + max(attempts[c] for c in task.chunks)
-        fut = client.submit(work, task, key=f"{task.key}-a{n}", pure=False, retries=0,
-                            resources=resources)
-        if finish is not None:  # a second task writes, on the same worker, while the next computes
-            fut = client.submit(finish, task, fut, key=f"write-{task.key.split('-', 1)[1]}-a{n}",
-                                pure=False, retries=0)
-        futures[fut] = task
-        seq.add(fut)
-        return True
-
-    def flush() -> None:
-        nonlocal last_flush
-        if pending:
-            state.record(pending)
-            pending.clear()
-        last_flush = time.time()
-        report.seconds = time.time() - t_start
-        on_progress(report)
-
-    try:
-        for _ in range(max_in_flight):
-            if not submit_next():
-                break
-        for fut in seq:
-            task = futures.pop(fut)
-            try:
-                results = fut.result()
-            except Exception as exc:  # the task itself died (worker lost, KilledWorker, ...)
-                reason = f"{type(exc).__name__}: {exc}"
-                results = [ChunkResult(c, False, error=reason) for c in task.chunks]
-            retry: list[ChunkId] = []
-            for r in results:
-                attempts[r.chunk] += 1
-                if r.ok:
-                    report.done += 1
-                    w = task.grid.chunk_window(r.chunk)
-                    report.pixels += w.height * w.width
-                    pending.append(ChunkResult(r.chunk, True, r.worker, r.started, r.seconds,
-                                               r.checksum, attempts=attempts[r.chunk]))
-                    log.info("chunk %s done on %s in %.2fs", r.chunk.key, r.worker, r.seconds)
-                elif attempts[r.chunk] <= retries and not r.deterministic:  # a corrupt file fails at once
-                    retry.append(r.chunk)
-                    report.retried += 1
-                    log.warning("chunk %s failed (attempt %d), retrying: %s",
-                                r.chunk.key, attempts[r.chunk], r.error)
-                else:
-                    report.failed += 1
-                    report.errors[r.chunk.key] = r.error
-                    pending.append(ChunkResult(r.chunk, False, r.worker, r.started, r.seconds,
-                                               error=r.error, attempts=attempts[r.chunk]))
-                    log.error("chunk %s failed after %d attempts: %s",
-                              r.chunk.key, attempts[r.chunk], r.error)
-            if retry:
-                backlog.append(dataclasses.replace(task, chunks=tuple(retry)))
-            submit_next()
-            if len(pending) >= 256 or time.time() - last_flush > 1.0:
-                flush()
-    finally:  # an interrupt (or any error) keeps every result already returned
-        flush()
-    return report
+    return Dispatcher(client, state, retries, max_in_flight, work, finish, resources, on_progress).run(tasks)

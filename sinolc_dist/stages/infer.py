@@ -10,31 +10,36 @@ here knows a scheduler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from distributed import Client
+
 from sinolc_dist.cluster.core import open_cluster
 from sinolc_dist.cluster.profiles import task_resources, torch_threads
 from sinolc_dist.deliver.cog import CogReport
-from sinolc_dist.engine.inference import compute_shard, write_shard
+from sinolc_dist.engine.inference import ShardTask, compute_shard, shard_tasks, write_shard
 from sinolc_dist.engine.patches import ENGINE_TOPIC
-from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
+from sinolc_dist.errors import InputError, RunDirError
 from sinolc_dist.grid import ChunkId, Grid
-from sinolc_dist.imagery import ImageryIndex, MosaicOptions, build_index
+from sinolc_dist.imagery import CompositeOptions, ImageryIndex, build_index
 from sinolc_dist.legend import Legend, load_legend
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import ModelRef, check_model
 from sinolc_dist.regions.plan import make_plan, record_plan
 from sinolc_dist.regions.region import Region, resolve_region
 from sinolc_dist.rundir import stores
-from sinolc_dist.rundir.layout import RunDir, check_frozen, setup_logging
+from sinolc_dist.rundir.config import RunConfig
+from sinolc_dist.rundir.integrity import stale_chunks
+from sinolc_dist.rundir.layout import RunDir, check_frozen
 from sinolc_dist.rundir.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 from sinolc_dist.stages.coverage import apply_run_coverage, require_overlap, run_index
-from sinolc_dist.stages.dispatch import RunReport, dispatch, interruptible, shard_tasks
-from sinolc_dist.stages.lifecycle import driver_session, mosaic_stage
-from sinolc_dist.stages.verify import stale_chunks
+from sinolc_dist.stages.dispatch import Dispatcher, RunReport
+from sinolc_dist.stages.lifecycle import mosaic_stage
+from sinolc_dist.stages.stage import Stage, StageSummary
+from sinolc_dist.stages.verify import on_cluster
 from sinolc_dist.stages.workflow import ModelChoice, Workflow, load_profile, load_workflow
 from sinolc_dist.stages.workflow import model_ref as model_ref_from
 
@@ -60,34 +65,36 @@ class RunRequest:
 
 
 @dataclass
-class RunSummary:
+class RunSummary(StageSummary):
     """What a run did and wrote."""
 
-    rundir: RunDir
-    dashboard: str = ""
-    scheduler: str = ""
-    planned: int = 0
-    skipped: int = 0
-    report: RunReport = field(default_factory=RunReport)
     mosaics: list[CogReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
-def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any], legend: Legend) -> dict[str, Any]:
-    return {
-        "workflow": req.workflow,
-        "grid": wf.grid.to_dict(),
-        "model": model,
-        "legend": legend.to_dict(),
-        "region": req.region,
-        "boundaries": req.boundaries,
-        "imagery": [str(Path(p).expanduser().absolute()) for p in req.imagery],
-        "zoom": req.zoom,
-        "cluster": req.cluster,
-        "retries": wf.run.retries,
-        "max_in_flight": wf.run.max_in_flight,
-        "mosaic_crs": wf.mosaic_crs,
-    }
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The closing lines of ``run``/``rerun``/``demo``: counts, speed and what was written."""
+    r = summary.report
+    lines = [
+        f"inference: {r.done} chunk(s) done, {r.failed} failed, {summary.skipped} skipped "
+        f"(already done), {r.seconds:.1f} s, {r.px_per_s:,.0f} px/s",
+        f"output store: {summary.rundir.output}",
+    ]
+    lines += [f"mosaic: {m.path} ({m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, COG valid: {m.valid})"
+              for m in summary.mosaics]
+    lines += [f"note: {note}" for note in summary.notes]
+    lines.append(f"log: {summary.rundir.logs / 'driver.log'}")
+    return lines
+
+
+def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any], legend: Legend) -> RunConfig:
+    """The configuration a run freezes in ``run.json``: what it was asked, resolved by the workflow."""
+    return RunConfig(
+        grid=wf.grid, workflow=req.workflow, model=model, legend=legend, region=req.region,
+        boundaries=req.boundaries, imagery=tuple(str(Path(p).expanduser().absolute()) for p in req.imagery),
+        zoom=req.zoom, cluster=req.cluster, retries=wf.run.retries, max_in_flight=wf.run.max_in_flight,
+        mosaic_crs=wf.mosaic_crs,
+    )
 
 
 def _direct_imagery(req: RunRequest, grid: Grid, bands: int) -> ImageryIndex | None:
@@ -96,7 +103,7 @@ def _direct_imagery(req: RunRequest, grid: Grid, bands: int) -> ImageryIndex | N
         return None
     path = RunDir(Path(req.run_dir)).imagery_index
     previous = ImageryIndex.load(path) if path.exists() else None
-    index = build_index(req.imagery, grid, MosaicOptions(bands=bands), req.zoom, previous).index
+    index = build_index(req.imagery, grid, CompositeOptions(bands=bands), req.zoom, previous).index
     if index.unreadable:
         raise InputError(
             f"cannot open {len(index.unreadable)} imagery file(s), e.g. "
@@ -121,7 +128,10 @@ def _imagery_gate(rundir: RunDir, state: StateStore) -> tuple[set[ChunkId], list
 
 
 class CheckedRun(NamedTuple):
-    """A run request with every argument checked: what :func:`run` (and ``submit``) starts from."""
+    """A run request with every argument checked: what :func:`run` (and ``submit``) starts from.
+
+    ``config`` is what the run freezes in ``run.json`` (already checked against a recorded one).
+    """
 
     wf: Workflow
     kind: str
@@ -132,6 +142,7 @@ class CheckedRun(NamedTuple):
     spec: ModelSpec
     model_notes: list[str]
     imagery: ImageryIndex | None
+    config: RunConfig
 
 
 def check_run(req: RunRequest) -> CheckedRun:
@@ -147,12 +158,156 @@ def check_run(req: RunRequest) -> CheckedRun:
     model_ref = model_ref_from(model, torch_threads(settings))
     spec, model_notes = check_model(model_ref, wf.grid)
     imagery = _direct_imagery(req, wf.grid, len(spec.bands))
-    check_frozen(RunDir(Path(req.run_dir)).config, _frozen_config(req, wf, model, load_legend(spec.legend)),
-                 COMPATIBLE)  # a run directory started otherwise is refused as `run` would refuse it
+    frozen = _frozen_config(req, wf, model, load_legend(spec.legend))
+    # A run directory started otherwise is refused here as `run` would refuse it.
+    check_frozen(RunDir(Path(req.run_dir)).config, frozen.to_dict(), COMPATIBLE)
     index = run_index(req.run_dir, imagery)  # the imagery must meet the region: checked before any write
     if index is not None:
         require_overlap(index, region, wf.grid, "run --imagery" if imagery else "the ingested imagery")
-    return CheckedRun(wf, kind, settings, region, model, model_ref, spec, model_notes, imagery)
+    return CheckedRun(wf, kind, settings, region, model, model_ref, spec, model_notes, imagery, frozen)
+
+
+class InferStage(Stage[RunSummary]):
+    """The inference stage on the :class:`~sinolc_dist.stages.stage.Stage` skeleton.
+
+    Constructing it checks the request (:func:`check_run`, nothing written);
+    ``only`` restricts the work to given chunks (used by :func:`rerun`).
+    """
+
+    name = "run"
+
+    def __init__(self, req: RunRequest, only: Iterable[ChunkId] | None = None) -> None:
+        self.req, self.checked = req, check_run(req)
+        super().__init__(req.run_dir, (self.checked.kind, self.checked.settings))
+        self.only = None if only is None else set(only)
+        self.config = self.checked.config  # what it asks to freeze; then what is in force
+        self.grid = self.config.grid
+        self.failed_before = 0
+        self.waiting: set[ChunkId] = set()
+        self.left_waiting: set[ChunkId] = set()
+
+    @property
+    def state_path(self) -> Path:
+        """The run's ``state.sqlite``."""
+        return self.rundir.state
+
+    def summary(self) -> RunSummary:
+        """A summary carrying the model's notes (also logged as warnings)."""
+        for note in self.checked.model_notes:
+            log.warning(note)
+        return RunSummary(self.rundir, notes=list(self.checked.model_notes))
+
+    def freeze(self) -> None:
+        """Freeze the run's configuration (a resume with other settings is refused) and take its grid."""
+        self.config = self.rundir.freeze(self.checked.config, COMPATIBLE)
+        self.grid = self.config.grid
+
+    def prepare(self, state: StateStore, summary: RunSummary) -> list[ChunkId]:
+        """Plan once, open the stores, reset what must be recomputed, record coverage; the chunks to do."""
+        self._plan(state)
+        self._stores()
+        redo = self._redo(state, summary)
+        direct = self.checked.imagery is not None
+        summary.notes += apply_run_coverage(self.rundir, self.grid, state, direct=direct)
+        return self._todo(state, summary, redo)
+
+    def _plan(self, state: StateStore) -> None:
+        """Record the plan on a first call; refuse a state planned for another region or grid."""
+        planned_for = state.get_meta("plan_region")
+        if planned_for is None:
+            record_plan(make_plan(self.config.region, self.grid, self.config.boundaries), self.rundir)
+        elif planned_for != self.checked.region.spec or state.get_meta("plan_grid") != self.grid.fingerprint:
+            raise RunDirError(
+                f"{self.rundir.state} holds a plan for region {planned_for!r} on another grid or "
+                f"region than this run ({self.config.region!r}); use a new --run-dir"
+            )
+
+    def _stores(self) -> None:
+        """Save the direct imagery's index or check the input store; create the output store."""
+        rundir, imagery = self.rundir, self.checked.imagery
+        if imagery is not None:
+            imagery.save(rundir.imagery_index)
+        elif not rundir.input.exists():
+            raise InputError(
+                f"no input imagery in {rundir.input}: run `sinolc-dist ingest` first, or give "
+                "`run --imagery FILES` to read the files directly (see README)"
+            )
+        else:
+            stores.open_array(rundir.input, self.grid)
+        stores.create_store(rundir.output, self.grid, "output",
+                            attrs={"sinolc_model_sha256": self.config.model["sha256"]},
+                            confidence=bool(self.config.model.get("confidence")))
+
+    def _redo(self, state: StateStore, summary: RunSummary) -> set[ChunkId]:
+        """Reset done chunks with damaged output or imagery changed since; note chunks waiting for imagery."""
+        stale = stale_chunks(state, self.grid, self.rundir.output,  # a damaged sample widens on the cluster
+                             widen=lambda: on_cluster(lambda: open_cluster(self.kind, self.settings,
+                                                                           self.rundir.root),
+                                                      self.grid, self.rundir.output))
+        if stale:
+            state.reset(stale)
+            log.warning("%d chunk(s) recorded done have missing, unreadable or different output: %s",
+                        len(stale), ", ".join(c.key for c in stale[:20]))
+            summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing, unreadable or "
+                                 "different output and were recomputed (see logs/driver.log)")
+        waiting, changed = _imagery_gate(self.rundir, state) if self.checked.imagery is None else (set(), [])
+        if changed:
+            state.reset(changed)
+            summary.notes.append(f"{len(changed)} chunk(s) were classified before their imagery "
+                                 "was ingested again and were recomputed")
+        self.waiting = waiting
+        return set(stale) | set(changed)
+
+    def _todo(self, state: StateStore, summary: RunSummary, redo: set[ChunkId]) -> list[ChunkId]:
+        """The pending chunks (or ``only`` and what had to be redone), less those waiting for imagery."""
+        counts = state.count()
+        summary.planned = sum(counts.values())
+        todo = state.chunk_ids(PENDING) if self.only is None else sorted(
+            (self.only | redo) - set(state.chunk_ids(NO_IMAGERY)))
+        self.left_waiting = self.waiting & set(todo)
+        if self.left_waiting:
+            todo = [c for c in todo if c not in self.waiting]
+            summary.notes.append(
+                f"{len(self.waiting)} chunk(s) have no ingested imagery yet (pending or failed in "
+                f"{self.rundir.ingest_state.name}) and were left pending: finish `sinolc-dist ingest` "
+                "and run again"
+            )
+        summary.skipped = counts[DONE] if self.only is None else 0
+        self.failed_before = counts[FAILED] if self.only is None else 0
+        if self.failed_before:
+            summary.notes.append(
+                f"{counts[FAILED]} chunk(s) failed earlier and are not retried by `run`: "
+                f"use `sinolc-dist rerun --run-dir {self.rundir.root} --failed`"
+            )
+        log.info("run %s: %d planned, %d done, %d to do", self.rundir.root, summary.planned,
+                 counts[DONE], len(todo))
+        return todo
+
+    def on_cluster(self, client: Client) -> None:
+        """Log the workers' engine events (model loads, patch sizes) in the driver log."""
+        client.subscribe_topic(ENGINE_TOPIC, lambda event: log.info("worker %s", event[1]))
+
+    def tasks(self, todo: list[ChunkId]) -> Iterator[ShardTask]:
+        """One inference task per output shard."""
+        return shard_tasks(self.grid, todo, str(self.rundir.input), str(self.rundir.output),
+                           self.checked.model_ref, self.checked.imagery)
+
+    def dispatcher(self, client: Client, state: StateStore,
+                   on_progress: Callable[[RunReport], None]) -> Dispatcher[ShardTask]:
+        """Compute on a worker (a GPU where the profile has them), then write on the same worker."""
+        return Dispatcher(client, state, self.config.retries, self.config.max_in_flight,
+                          work=compute_shard, finish=write_shard, resources=task_resources(self.settings),
+                          on_progress=on_progress)
+
+    def deliver(self, summary: RunSummary, client: Client | None) -> None:
+        """The mosaic stage: provinces in parallel on the run's own cluster, or (nothing computed) here."""
+        if self.req.mosaic:  # with no client only stale or missing files are written
+            summary.mosaics, notes = mosaic_stage(self.rundir, client=client)
+            summary.notes.extend(notes)
+
+    def unfinished(self, summary: RunSummary) -> str:
+        """Chunks failed now, failed earlier, or left waiting for imagery: one reason each."""
+        return _unfinished(self.rundir, summary.report.failed, self.failed_before, self.left_waiting)
 
 
 def run(
@@ -168,97 +323,7 @@ def run(
     (one reason each), and
     :class:`~sinolc_dist.errors.Interrupted` on SIGINT/SIGTERM (results recorded, worker jobs cancelled).
     """
-    wf, kind, settings, region, model, model_ref, spec, model_notes, imagery = check_run(req)
-    rundir = RunDir(Path(req.run_dir).absolute()).create()  # tasks and job scripts carry absolute paths
-    setup_logging(rundir)
-    summary = RunSummary(rundir, notes=list(model_notes))
-    for note in model_notes:
-        log.warning(note)
-    with driver_session(rundir, "run"):
-        config = rundir.freeze(_frozen_config(req, wf, model, load_legend(spec.legend)), COMPATIBLE)
-        grid = Grid.from_dict(config["grid"])
-        with StateStore(rundir.state) as state:
-            planned_for = state.get_meta("plan_region")
-            if planned_for is None:
-                record_plan(make_plan(config["region"], grid, config["boundaries"]), rundir)
-            elif planned_for != region.spec or state.get_meta("plan_grid") != grid.fingerprint:
-                raise RunDirError(
-                    f"{rundir.state} holds a plan for region {planned_for!r} on another grid or "
-                    f"region than this run ({config['region']!r}); use a new --run-dir"
-                )
-            if imagery is not None:
-                imagery.save(rundir.imagery_index)
-            elif not rundir.input.exists():
-                raise InputError(
-                    f"no input imagery in {rundir.input}: run `sinolc-dist ingest` first, or give "
-                    "`run --imagery FILES` to read the files directly (see README)"
-                )
-            else:
-                stores.open_array(rundir.input, grid)
-            stores.create_store(rundir.output, grid, "output",
-                                attrs={"sinolc_model_sha256": config["model"]["sha256"]},
-                                confidence=bool(config["model"].get("confidence")))
-            stale = stale_chunks(state, grid, rundir.output,  # a damaged sample widens on the cluster
-                                 widen_on=lambda: open_cluster(kind, settings, rundir.root))
-            if stale:
-                state.reset(stale)
-                log.warning("%d chunk(s) recorded done have missing, unreadable or different output: %s",
-                            len(stale), ", ".join(c.key for c in stale[:20]))
-                summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing, unreadable or "
-                                     "different output and were recomputed (see logs/driver.log)")
-            waiting, changed = _imagery_gate(rundir, state) if imagery is None else (set(), [])
-            if changed:
-                state.reset(changed)
-                summary.notes.append(f"{len(changed)} chunk(s) were classified before their imagery "
-                                     "was ingested again and were recomputed")
-            summary.notes += apply_run_coverage(rundir, grid, state, direct=imagery is not None)
-            counts = state.count()
-            summary.planned = sum(counts.values())
-            todo = state.chunk_ids(PENDING) if only is None else sorted(
-                (set(only) | set(stale) | set(changed)) - set(state.chunk_ids(NO_IMAGERY)))
-            left_waiting = waiting & set(todo)
-            if left_waiting:
-                todo = [c for c in todo if c not in waiting]
-                summary.notes.append(
-                    f"{len(waiting)} chunk(s) have no ingested imagery yet (pending or failed in "
-                    f"{rundir.ingest_state.name}) and were left pending: finish `sinolc-dist ingest` "
-                    "and run again"
-                )
-            summary.skipped = counts[DONE] if only is None else 0
-            if counts[FAILED] and only is None:
-                summary.notes.append(
-                    f"{counts[FAILED]} chunk(s) failed earlier and are not retried by `run`: "
-                    f"use `sinolc-dist rerun --run-dir {rundir.root} --failed`"
-                )
-            log.info("run %s: %d planned, %d done, %d to do", rundir.root, summary.planned,
-                     counts[DONE], len(todo))
-            if todo:
-                with interruptible(lambda: state.count()[DONE]), \
-                        open_cluster(kind, settings, rundir.root) as client:
-                    summary.dashboard = client.dashboard_link
-                    summary.scheduler = client.scheduler.address
-                    client.subscribe_topic(ENGINE_TOPIC, lambda event: log.info("worker %s", event[1]))
-                    on_start(summary)
-                    tasks = shard_tasks(grid, todo, str(rundir.input), str(rundir.output),
-                                        model_ref, imagery)
-                    summary.report = dispatch(
-                        client, state, tasks, config["retries"], config["max_in_flight"],
-                        on_progress=lambda r: on_progress(r, len(todo)),
-                        work=compute_shard, finish=write_shard, resources=task_resources(settings),
-                    )
-                    if req.mosaic:  # provinces in parallel on the run's own cluster
-                        summary.mosaics, notes = mosaic_stage(rundir, client=client)
-                        summary.notes.extend(notes)
-            else:
-                on_start(summary)
-                if req.mosaic:  # nothing was computed: only stale or missing files are written
-                    summary.mosaics, notes = mosaic_stage(rundir)
-                    summary.notes.extend(notes)
-        unfinished = _unfinished(rundir, summary.report.failed, counts[FAILED] if only is None else 0,
-                                 left_waiting)
-        if unfinished:  # inside the session: the driver's end records it
-            raise ChunkFailures(unfinished, summary)
-    return summary
+    return InferStage(req, only).run(on_start, on_progress)
 
 
 def _unfinished(rundir: RunDir, failed_now: int, failed_before: int, waiting: set[ChunkId]) -> str:
@@ -299,10 +364,10 @@ def rerun(
             code = resolve_region(province).provinces[0].adcode
             wanted |= {r.chunk for r in records if code in r.provinces}
         state.reset(wanted)
-    model = config["model"]
+    model = config.model
     choice = ModelChoice(plugin=model.get("plugin"), kwargs=model.get("kwargs") or {},
                          overrides=model.get("overrides") or {})
-    req = RunRequest(rundir.root, config["region"], config["workflow"],
-                     cluster or config["cluster"], model["checkpoint"], config["boundaries"],
-                     model=choice, imagery=tuple(config.get("imagery") or ()), zoom=config.get("zoom"))
+    req = RunRequest(rundir.root, config.region, config.workflow or "demo", cluster or config.cluster,
+                     model["checkpoint"], config.boundaries, model=choice, imagery=config.imagery,
+                     zoom=config.zoom)
     return run(req, only=sorted(wanted), **callbacks)

@@ -14,7 +14,7 @@ then, holding the run directory's driver lock:
    are recorded ``no-imagery`` and never dispatched; the chunks whose imagery
    changed since they were ingested are marked pending again;
 4. dispatches one task per input shard on the cluster with the driver's
-   bounded in-flight :func:`~sinolc_dist.stages.dispatch.dispatch`; a chunk whose file
+   bounded in-flight :class:`~sinolc_dist.stages.dispatch.Dispatcher`; a chunk whose file
    cannot be read is recorded failed at once with the file's path and GDAL's
    reason (it would fail the same way again), other failures are retried by the
    driver (``run.retries`` of the workflow) first.
@@ -35,22 +35,24 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sinolc_dist.cluster.core import open_cluster
-from sinolc_dist.engine.ingest_task import EMPTY, IngestTask, ingest_shard
-from sinolc_dist.errors import ChunkFailures, InputError, RunDirError
+from distributed import Client
+
+from sinolc_dist.engine.ingest_task import EMPTY, IngestTask, ingest_shard, ingest_tasks
+from sinolc_dist.errors import InputError, RunDirError
 from sinolc_dist.files import atomic_write_text
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.imagery.index import build_index
 from sinolc_dist.imagery.pixels import failing_path
-from sinolc_dist.imagery.sources import Bounds, ImageryIndex, MosaicOptions
+from sinolc_dist.imagery.sources import Bounds, CompositeOptions, ImageryIndex
 from sinolc_dist.regions.plan import make_plan
 from sinolc_dist.rundir import stores
-from sinolc_dist.rundir.layout import RunDir, check_frozen, setup_logging
+from sinolc_dist.rundir.layout import check_frozen
 from sinolc_dist.rundir.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
 from sinolc_dist.stages.coverage import chunk_shares, record_coverage, require_overlap
-from sinolc_dist.stages.dispatch import RunReport, dispatch, interruptible
-from sinolc_dist.stages.lifecycle import driver_session
+from sinolc_dist.stages.dispatch import Dispatcher, RunReport
+from sinolc_dist.stages.stage import Stage, StageSummary
 from sinolc_dist.stages.workflow import Workflow, load_profile, load_workflow
 
 log = logging.getLogger("sinolc_dist.imagery")
@@ -77,23 +79,17 @@ class IngestRequest:
 
 
 @dataclass
-class IngestSummary:
-    """What an ingest did (field names shared with the run's summary for the CLI's progress)."""
+class IngestSummary(StageSummary):
+    """What an ingest did beside what every stage reports: the sources' index, then its chunks."""
 
-    rundir: RunDir
-    dashboard: str = ""
-    scheduler: str = ""
-    planned: int = 0
-    skipped: int = 0
+    bands: int = 3
     sources: int = 0
     indexed: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)
+    failing_files: dict[str, int] = field(default_factory=dict)
     redone: int = 0
     empty: int = 0
     no_imagery: int = 0
-    unreadable: dict[str, str] = field(default_factory=dict)
-    failing_files: dict[str, int] = field(default_factory=dict)
-    bands: int = 3
-    report: RunReport = field(default_factory=RunReport)
 
 
 def model_bands(wf: Workflow) -> int:
@@ -125,13 +121,115 @@ def _require_footprints(index: ImageryIndex) -> None:
                          "is unknown, so are its chunks; replace or leave it out (nothing was written)")
 
 
-def ingest_tasks(
-    grid: Grid, chunks: Iterable[ChunkId], index: ImageryIndex, store: str
-) -> Iterator[IngestTask]:
-    """One task per input shard, carrying only the sources that meet that shard."""
-    for sid, group in grid.by_shard(chunks).items():
-        sources = index.overlapping(grid.window_bounds(grid.shard_window(sid)))
-        yield IngestTask(grid, sid, group, store, sources, index.options)
+class IngestStage(Stage[IngestSummary]):
+    """The ingest stage on the :class:`~sinolc_dist.stages.stage.Stage` skeleton.
+
+    Constructing it checks everything before anything is written: the
+    workflow, profile, frozen settings, the run directory's grid and bands,
+    the sources' index, and that the imagery meets the region.  Failed chunks
+    do not fail the driver (``driver.json`` says ``finished``); the call ends
+    with :class:`ChunkFailures` after it.
+    """
+
+    name = "ingest"
+    failures_end_driver = False
+
+    def __init__(self, req: IngestRequest) -> None:
+        wf = load_workflow(req.workflow, req.checkpoint)
+        super().__init__(req.run_dir, load_profile(req.cluster))
+        self.req, self.wf, self.grid = req, wf, wf.grid
+        self.options = CompositeOptions(model_bands(wf), req.resampling, req.order, req.scale)
+        self.config = check_frozen(self.rundir.ingest_config, self._config(), COMPATIBLE)
+        self._check_rundir()
+        index_path = self.rundir.imagery_index
+        previous = ImageryIndex.load(index_path) if index_path.exists() else None
+        self.update = build_index(req.imagery, self.grid, self.options, req.zoom, previous)
+        self.index = self.update.index
+        _require_footprints(self.index)
+        self.plan = make_plan(req.region, self.grid, req.boundaries)
+        require_overlap(self.index, self.plan.region, self.grid)
+        self.shares = chunk_shares(self.grid, (c for c, _ in self.plan.chunks()), self.index)
+        self.failed = 0
+
+    def _config(self) -> dict[str, Any]:
+        """The settings ``ingest.json`` freezes."""
+        req, wf = self.req, self.wf
+        return {"grid": self.grid.to_dict(), "region": req.region, "boundaries": req.boundaries,
+                "zoom": req.zoom, "options": asdict(self.options), "workflow": req.workflow,
+                "imagery": [str(Path(s).expanduser().absolute()) for s in req.imagery],
+                "cluster": req.cluster, "retries": wf.run.retries, "max_in_flight": wf.run.max_in_flight}
+
+    def _check_rundir(self) -> None:
+        """Refuse a run directory whose run has another grid, or whose input store another band count."""
+        rundir = self.rundir
+        if rundir.config.exists() and rundir.read_config().grid != self.grid:
+            workflow = self.req.workflow
+            raise RunDirError(f"{rundir.root} holds a run on another grid than workflow {workflow!r}")
+        bands = self.options.bands
+        if rundir.input.exists() and stores.open_array(rundir.input, self.grid).shape[0] != bands:
+            raise InputError(f"{rundir.input} holds another band count than the model's {bands}")
+
+    @property
+    def state_path(self) -> Path:
+        """The ingest's own ``ingest.sqlite``, apart from the run's state."""
+        return self.rundir.ingest_state
+
+    def summary(self) -> IngestSummary:
+        """The index's counts; each file that cannot be opened is an error line in the log."""
+        for path, reason in self.index.unreadable.items():
+            log.error("cannot open imagery %s: %s", path, reason)
+        return IngestSummary(self.rundir, sources=len(self.index.sources), indexed=self.update.described,
+                             unreadable=self.index.unreadable, bands=self.options.bands)
+
+    def freeze(self) -> None:
+        """Write ``ingest.json`` and the sources' index, and create the input store."""
+        atomic_write_text(self.rundir.ingest_config, json.dumps(self.config, indent=2, sort_keys=True))
+        self.index.save(self.rundir.imagery_index)
+        stores.create_store(self.rundir.input, self.grid, "input", bands=self.options.bands,
+                            attrs={"sinolc_source": "sinolc-dist ingest"})
+
+    def prepare(self, state: StateStore, summary: IngestSummary) -> list[ChunkId]:
+        """Record the region's chunks and their coverage; redo changed (with ``--failed``, failed) ones."""
+        state.add_chunks(self.plan.chunks())
+        record_coverage(state, self.shares)
+        status = {r.chunk: r.status for r in state.records()}
+        redo = {c for c in _chunks_meeting(self.grid, self.update.changed) if status.get(c) in (DONE, FAILED)}
+        if self.req.failed:
+            redo |= {c for c, s in status.items() if s == FAILED}
+        state.reset(sorted(redo))
+        summary.redone, summary.planned = len(redo), len(status)
+        todo = state.chunk_ids(PENDING)
+        summary.skipped = summary.planned - len(todo) - state.count()[NO_IMAGERY]
+        log.info("ingest %s: %d sources (%d indexed now), %d chunks planned, %d to do",
+                 self.rundir.root, len(self.index.sources), self.update.described, summary.planned, len(todo))
+        return todo
+
+    def tasks(self, todo: list[ChunkId]) -> Iterator[IngestTask]:
+        """One ingest task per input shard."""
+        return ingest_tasks(self.grid, todo, self.index, str(self.rundir.input))
+
+    def dispatcher(self, client: Client, state: StateStore,
+                   on_progress: Callable[[RunReport], None]) -> Dispatcher[IngestTask]:
+        """Warp on the workers, with the workflow's retries and in-flight bound."""
+        return Dispatcher(client, state, self.wf.run.retries, self.wf.run.max_in_flight, work=ingest_shard,
+                          on_progress=on_progress)
+
+    def close(self, state: StateStore, summary: IngestSummary) -> None:
+        """Count the empty and no-imagery chunks, the failed ones and the files that failed them."""
+        records = list(state.records())
+        summary.empty = sum(r.status == DONE and r.checksum == EMPTY for r in records)
+        summary.no_imagery = sum(r.status == NO_IMAGERY for r in records)
+        failing = Counter(failing_path(r.error or "") for r in records if r.status == FAILED)
+        summary.failing_files = {p: n for p, n in failing.most_common() if p}
+        self.failed = sum(r.status == FAILED for r in records)
+
+    def unfinished(self, summary: IngestSummary) -> str:
+        """Failed chunks and files that could not be opened, with what to do."""
+        if not (self.failed or summary.unreadable):
+            return ""
+        return (f"{self.failed} chunk(s) failed, {len(summary.unreadable)} file(s) could not be opened "
+                f"({', '.join([*summary.failing_files, *summary.unreadable][:3])}); replace or remove the "
+                f"files and run `sinolc-dist ingest` again (add --failed to retry other failures)")
 
 
 def ingest(
@@ -143,77 +241,7 @@ def ingest(
     Raises :class:`ChunkFailures` at the end when chunks failed or files could
     not be opened; any error before the first write leaves the run directory as it was.
     """
-    wf = load_workflow(req.workflow, req.checkpoint)
-    kind, settings = load_profile(req.cluster)
-    grid = wf.grid
-    options = MosaicOptions(model_bands(wf), req.resampling, req.order, req.scale)
-    rundir = RunDir(Path(req.run_dir).absolute())  # tasks and job scripts carry absolute paths
-    config = {"grid": grid.to_dict(), "region": req.region, "boundaries": req.boundaries,
-              "zoom": req.zoom, "options": asdict(options), "workflow": req.workflow,
-              "imagery": [str(Path(s).expanduser().absolute()) for s in req.imagery],
-              "cluster": req.cluster, "retries": wf.run.retries, "max_in_flight": wf.run.max_in_flight}
-    config = check_frozen(rundir.ingest_config, config, COMPATIBLE)
-    if rundir.config.exists() and rundir.read_config()["grid"] != grid.to_dict():
-        raise RunDirError(f"{rundir.root} holds a run on another grid than workflow {req.workflow!r}")
-    if rundir.input.exists() and stores.open_array(rundir.input, grid).shape[0] != options.bands:
-        raise InputError(f"{rundir.input} holds another band count than the model's {options.bands}")
-    index_path = rundir.imagery_index
-    previous = ImageryIndex.load(index_path) if index_path.exists() else None
-    update = build_index(req.imagery, grid, options, req.zoom, previous)
-    _require_footprints(update.index)
-    plan = make_plan(req.region, grid, req.boundaries)
-    require_overlap(update.index, plan.region, grid)
-    shares = chunk_shares(grid, (c for c, _ in plan.chunks()), update.index)
-    # ------------------------------------------------ nothing was written before this line
-    rundir.create()
-    setup_logging(rundir)
-    index = update.index
-    summary = IngestSummary(rundir, sources=len(index.sources), indexed=update.described,
-                            unreadable=index.unreadable, bands=options.bands)
-    for path, reason in index.unreadable.items():
-        log.error("cannot open imagery %s: %s", path, reason)
-    with driver_session(rundir, "ingest"):
-        atomic_write_text(rundir.ingest_config, json.dumps(config, indent=2, sort_keys=True))
-        index.save(index_path)
-        stores.create_store(rundir.input, grid, "input", bands=options.bands,
-                            attrs={"sinolc_source": "sinolc-dist ingest"})
-        with StateStore(rundir.ingest_state) as state:
-            state.add_chunks(plan.chunks())
-            record_coverage(state, shares)
-            status = {r.chunk: r.status for r in state.records()}
-            redo = {c for c in _chunks_meeting(grid, update.changed) if status.get(c) in (DONE, FAILED)}
-            if req.failed:
-                redo |= {c for c, s in status.items() if s == FAILED}
-            state.reset(sorted(redo))
-            summary.redone, summary.planned = len(redo), len(status)
-            todo = state.chunk_ids(PENDING)
-            summary.skipped = summary.planned - len(todo) - state.count()[NO_IMAGERY]
-            log.info("ingest %s: %d sources (%d indexed now), %d chunks planned, %d to do",
-                     rundir.root, len(index.sources), update.described, summary.planned, len(todo))
-            if todo:
-                with interruptible(lambda: state.count()[DONE]), \
-                        open_cluster(kind, settings, rundir.root) as client:
-                    summary.dashboard = client.dashboard_link
-                    summary.scheduler = client.scheduler.address
-                    on_start(summary)
-                    summary.report = dispatch(
-                        client, state, ingest_tasks(grid, todo, index, str(rundir.input)),
-                        wf.run.retries, wf.run.max_in_flight, lambda r: on_progress(r, len(todo)),
-                        work=ingest_shard)
-            else:
-                on_start(summary)
-            records = list(state.records())
-    summary.empty = sum(r.status == DONE and r.checksum == EMPTY for r in records)
-    summary.no_imagery = sum(r.status == NO_IMAGERY for r in records)
-    failing = Counter(failing_path(r.error or "") for r in records if r.status == FAILED)
-    summary.failing_files = {p: n for p, n in failing.most_common() if p}
-    failed = sum(r.status == FAILED for r in records)
-    if failed or summary.unreadable:
-        raise ChunkFailures(
-            f"{failed} chunk(s) failed, {len(summary.unreadable)} file(s) could not be opened "
-            f"({', '.join([*summary.failing_files, *summary.unreadable][:3])}); replace or remove the "
-            f"files and run `sinolc-dist ingest` again (add --failed to retry other failures)", summary)
-    return summary
+    return IngestStage(req).run(on_start, on_progress)
 
 
 def summary_lines(summary: IngestSummary) -> list[str]:

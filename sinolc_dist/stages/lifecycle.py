@@ -27,15 +27,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from sinolc_dist.cluster.core import open_cluster
 from sinolc_dist.deliver.cog import CogReport
 from sinolc_dist.deliver.mosaics import mosaic_run
 from sinolc_dist.errors import SinolcError
 from sinolc_dist.files import atomic_write_text
-from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.grid import ChunkId
 from sinolc_dist.rundir import stores
-from sinolc_dist.rundir.layout import RunDir
+from sinolc_dist.rundir.integrity import present_shards
+from sinolc_dist.rundir.layout import RunDir, setup_logging
 from sinolc_dist.rundir.state import PENDING, StateStore
-from sinolc_dist.stages.verify import present_shards
+from sinolc_dist.stages.workflow import load_profile
 
 log = logging.getLogger("sinolc_dist.stages.lifecycle")
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
@@ -86,7 +88,7 @@ def _lost_chunks(rundir: RunDir, since: float) -> list[ChunkId]:
     """Pending chunks whose output shard was written after ``since`` (by a driver that then died)."""
     if not (rundir.config.is_file() and rundir.state.exists()):
         return []
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     shards_dir = rundir.output / stores.OUTPUT_ARRAY / "c"
     fresh = {s for s in present_shards(rundir.output)
              if (shards_dir / str(s.row) / str(s.col)).stat().st_mtime >= since}
@@ -157,3 +159,17 @@ def mosaic_stage(rundir: RunDir, **options: Any) -> tuple[list[CogReport], list[
     log.info("mosaic stage: %d COG(s) written%s", len(reports),
              "".join(f"; {note}" for note in notes))
     return reports, notes
+
+
+def mosaic_command(rundir: RunDir, cluster: str | None = None,
+                   **options: Any) -> tuple[list[CogReport], list[str]]:
+    """The ``mosaic`` command: :func:`mosaic_stage` here, or with the provinces in parallel on ``cluster``.
+
+    ``cluster`` is a profile name or path; the stage's lines go to ``logs/driver.log`` either way.
+    """
+    setup_logging(rundir)
+    if cluster is None:
+        return mosaic_stage(rundir, **options)
+    kind, settings = load_profile(cluster)
+    with open_cluster(kind, settings, rundir.root) as client:
+        return mosaic_stage(rundir, client=client, **options)

@@ -1,24 +1,27 @@
 """What a long command shows while it runs and when it ends.
 
 A progress bar on a terminal (chunks, px/s, km²/h, ETA), a plain line every
-10 s in batch logs, and the closing summary, also printed when the run ends
-with failed chunks (then the error line follows).
+10 s in batch logs, and the closing summary (each stage writes its own lines:
+``infer.summary_lines``, ``ingest.summary_lines``), also printed when the
+stage ends with failed chunks (then the error line follows).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sinolc_dist.errors import ChunkFailures
 from sinolc_dist.stages.dispatch import RunReport
+from sinolc_dist.stages.stage import StageSummary
 
 #: Progress and summaries go to stderr; results a script may read go to stdout.
 console = Console(stderr=True)
+S = TypeVar("S", bound=StageSummary)
 
 
 class ProgressDisplay:
@@ -29,7 +32,7 @@ class ProgressDisplay:
         self.task: Any = None
         self.last = 0.0
 
-    def start(self, summary: Any) -> None:
+    def start(self, summary: StageSummary) -> None:
         """Print where the run is and what is already done, the dashboard's and scheduler's addresses."""
         console.print(f"run directory: {summary.rundir.root.resolve()}")
         console.print(f"chunks planned: {summary.planned}, already done: {summary.skipped}")
@@ -68,23 +71,8 @@ class ProgressDisplay:
             self.bar = None
 
 
-def run_summary_lines(summary: Any) -> list[str]:
-    """The closing lines of ``run``/``rerun``/``demo``: counts, speed and what was written."""
-    r = summary.report
-    lines = [
-        f"inference: {r.done} chunk(s) done, {r.failed} failed, {summary.skipped} skipped "
-        f"(already done), {r.seconds:.1f} s, {r.px_per_s:,.0f} px/s",
-        f"output store: {summary.rundir.output}",
-    ]
-    lines += [f"mosaic: {m.path} ({m.width}×{m.height} px, {m.bytes / 1e6:.2f} MB, COG valid: {m.valid})"
-              for m in summary.mosaics]
-    lines += [f"note: {note}" for note in summary.notes]
-    lines.append(f"log: {summary.rundir.logs / 'driver.log'}")
-    return lines
-
-
-def run_with_progress(describe: Callable[[Any], list[str]], fn: Callable[..., Any], *args: Any,
-                      **kwargs: Any) -> Any:
+def run_with_progress(describe: Callable[[S], list[str]], fn: Callable[..., S], *args: Any,
+                      **kwargs: Any) -> S:
     """Call a stage with a progress display; print its summary, also when chunks failed."""
     progress = ProgressDisplay()
     try:

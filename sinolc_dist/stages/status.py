@@ -122,7 +122,7 @@ def driver_status(rundir: RunDir) -> DriverStatus:
 def _stage_of(rundir: RunDir) -> tuple[str, Path, Grid]:
     """The stage whose state to report, its state file and grid."""
     if rundir.config.is_file():
-        return "run", rundir.state, Grid.from_dict(rundir.read_config()["grid"])
+        return "run", rundir.state, rundir.read_config().grid
     ingest_config = rundir.ingest_config
     if rundir.ingest_state.exists() and ingest_config.is_file():
         try:

@@ -24,33 +24,29 @@ from pathlib import Path
 from typing import Any
 
 from sinolc_dist.cluster.core import build_cluster
-from sinolc_dist.cluster.jobstatus import profile_hint
-from sinolc_dist.cluster.profiles import job_class, require_commands, walltime_seconds
+from sinolc_dist.cluster.registry import scheduler
+from sinolc_dist.cluster.scheduler import BatchScheduler
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.stages.infer import CheckedRun, RunRequest, check_run
+from sinolc_dist.rundir.layout import RunDir
+from sinolc_dist.stages.infer import RunRequest, check_run
 
 DRIVER_WALLTIME = "48:00:00"
 DRIVER_CPUS = 2
 DRIVER_MEMORY_GB = 8
-#: The driver job's id inside its own script, per scheduler (PBS ids lose their ".server" part).
-_JOB_ID = {"slurm": "$SLURM_JOB_ID", "pbs": "${PBS_JOBID%%.*}", "sge": "$JOB_ID"}
-#: A command that prints the node a job runs on.
-_WHERE = {"slurm": "squeue -h -o %N -j {id}", "pbs": "qstat -f {id} | grep exec_host",
-          "sge": "qstat -s r | grep '^ *{id} '"}
 
 
 @dataclass(frozen=True)
 class SubmitResult:
     """A submitted driver job: its id, script, log and how to reach its dashboard."""
 
-    kind: str
+    scheduler: BatchScheduler
     job_id: str
     script: Path
     log: Path
 
     def describe(self) -> str:
         """What to tell the user: the job, its log, and the ssh tunnel to the dashboard."""
-        where = _WHERE[self.kind].format(id=self.job_id)
+        where = self.scheduler.where_command.format(id=self.job_id)
         return "\n".join([
             f"driver job: {self.job_id}",
             f"script: {self.script}",
@@ -62,18 +58,18 @@ class SubmitResult:
         ])
 
 
-def _checked(req: RunRequest) -> CheckedRun:
-    """``run``'s own check of every argument (writing nothing), and a batch scheduler's profile."""
-    checked = check_run(req)
-    if checked.kind == "local":
-        raise ConfigError(f"cluster profile {req.cluster!r} is local: `submit` needs a batch scheduler "
+def _batch(kind: str, cluster: str) -> BatchScheduler:
+    """The batch scheduler of a profile's kind; a local profile cannot be submitted."""
+    sched = scheduler(kind)
+    if not isinstance(sched, BatchScheduler):
+        raise ConfigError(f"cluster profile {cluster!r} is local: `submit` needs a batch scheduler "
                           "profile (slurm, pbs, sge); run a local cluster with `sinolc-dist run`")
-    return checked
+    return sched
 
 
-def _driver_hint(kind: str, said: str, settings: dict[str, Any], queue: str | None) -> str:
+def _driver_hint(sched: BatchScheduler, said: str, settings: dict[str, Any], queue: str | None) -> str:
     """What to change when the scheduler refuses the driver job: an option of `submit` or a profile key."""
-    hint = profile_hint(kind, said, settings)
+    hint = sched.hint(said, settings)
     if "'queue'" in hint:
         if queue:
             return f"change --driver-queue (now {queue!r}): the driver job's queue"
@@ -92,28 +88,6 @@ def _default_executable() -> str:
     return str(beside) if beside.exists() else "sinolc-dist"
 
 
-def _header(kind: str, settings: dict[str, Any], walltime: str, queue: str | None,
-            logs: Path) -> list[str]:
-    queue = queue or settings.get("queue")
-    account = settings.get("project" if kind == "sge" else "account")
-    mem = f"{DRIVER_MEMORY_GB}G"
-    if kind == "slurm":
-        lines = ["-J sinolc-driver", f"-p {queue}" if queue else "", f"-A {account}" if account else "",
-                 "-n 1", f"--cpus-per-task={DRIVER_CPUS}", f"--mem={mem}", f"-t {walltime}",
-                 f"-o {logs}/driver-%j.out"]
-        prefix = "#SBATCH"
-    elif kind == "pbs":
-        lines = ["-N sinolc-driver", f"-q {queue}" if queue else "", f"-A {account}" if account else "",
-                 f"-l select=1:ncpus={DRIVER_CPUS}:mem={mem}B", f"-l walltime={walltime}",
-                 "-j oe", f"-o {logs}/", "-V"]
-        prefix = "#PBS"
-    else:
-        lines = ["-N sinolc-driver", f"-q {queue}" if queue else "", f"-P {account}" if account else "",
-                 f"-l h_rt={walltime}", "-j y", f"-o {logs}/", "-V", "-S /bin/bash"]
-        prefix = "#$"
-    return [f"{prefix} {line}" for line in lines if line]
-
-
 def render_driver_script(kind: str, settings: dict[str, Any], req: RunRequest,
                          walltime: str = DRIVER_WALLTIME, queue: str | None = None,
                          executable: str | None = None, cwd: Path | None = None) -> str:
@@ -125,11 +99,11 @@ def render_driver_script(kind: str, settings: dict[str, Any], req: RunRequest,
     and the log in ``<run-dir>/logs/driver-<job id>.out``.  ``queue`` defaults
     to the profile's.  If the job dies, submitting again resumes the run.
     """
-    walltime_seconds(kind, walltime)
-    run_dir = Path(req.run_dir).resolve()
-    logs = run_dir / "logs"
+    sched = _batch(kind, req.cluster)
+    sched.walltime_seconds(walltime)
+    rundir = RunDir(Path(req.run_dir).resolve())
     args = ["run", "--region", req.region, "--workflow", req.workflow, "--cluster", req.cluster,
-            "--run-dir", str(run_dir)]
+            "--run-dir", str(rundir.root)]
     for flag, value in (("--checkpoint", req.checkpoint), ("--boundaries", req.boundaries)):
         if value:
             args += [flag, value]
@@ -138,19 +112,13 @@ def render_driver_script(kind: str, settings: dict[str, Any], req: RunRequest,
         args.append("--no-mosaic")
     command = " ".join(shlex.quote(a) for a in [executable or _default_executable(), *args])
     body = [*settings.get("job_script_prologue", []), "set -eo pipefail",
-            f"cd {shlex.quote(str((cwd or Path.cwd()).resolve()))}"]
-    if kind == "pbs":  # SLURM's PBS wrappers (slurm-wlm-torque) set SLURM_JOB_ID, not PBS_JOBID
-        body.append('PBS_JOBID=${PBS_JOBID:-${SLURM_JOB_ID:-}}')
-    if kind != "slurm":  # SLURM names the log itself (-o …-%j.out)
-        body.append(f'exec >"{logs}/driver-{_JOB_ID[kind]}.out" 2>&1')
-    body += [
-        f'echo "sinolc-dist driver: job {_JOB_ID[kind]} on $(hostname) since $(date -Is)"',
-        'echo "ssh tunnel to the Dask dashboard, PORT from the dashboard line below: '
-        'ssh -N -L 8787:127.0.0.1:PORT $(hostname)"',
-        f"exec {command}",
-    ]
-    return "\n".join(["#!/usr/bin/env bash", *_header(kind, settings, walltime, queue, logs),
-                      "", *body, ""])
+            f"cd {shlex.quote(str((cwd or Path.cwd()).resolve()))}", *sched.driver_output(rundir),
+            f'echo "sinolc-dist driver: job {sched.job_id_variable} on $(hostname) since $(date -Is)"',
+            'echo "ssh tunnel to the Dask dashboard, PORT from the dashboard line below: '
+            'ssh -N -L 8787:127.0.0.1:PORT $(hostname)"',
+            f"exec {command}"]
+    header = sched.driver_header(settings, walltime, queue, rundir, DRIVER_CPUS, DRIVER_MEMORY_GB)
+    return "\n".join(["#!/usr/bin/env bash", *header, "", *body, ""])
 
 
 def preview(req: RunRequest, walltime: str = DRIVER_WALLTIME,
@@ -162,7 +130,7 @@ def preview(req: RunRequest, walltime: str = DRIVER_WALLTIME,
     with its scheduler on 127.0.0.1 (its scheduler address and certificate file
     names are this preview's, the driver's own differ).
     """
-    checked = _checked(req)
+    checked = check_run(req)
     driver = render_driver_script(checked.kind, checked.settings, req, walltime, queue)
     return driver, _worker_script(checked.kind, checked.settings, Path(req.run_dir))
 
@@ -198,23 +166,22 @@ def submit(req: RunRequest, walltime: str = DRIVER_WALLTIME, queue: str | None =
     region, the model file against its architecture), so a mistake fails here,
     with nothing written, rather than after hours in the queue.
     """
-    checked = _checked(req)
-    kind, settings = checked.kind, checked.settings
-    require_commands(kind)
-    run_dir = Path(req.run_dir).resolve()
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    script = run_dir / f"driver.{kind}.sh"
-    script.write_text(render_driver_script(kind, settings, req, walltime, queue), encoding="utf-8")
-    job_cls = job_class(kind)
-    cmd = [*shlex.split(str(job_cls.submit_command)), str(script)]
+    checked = check_run(req)
+    sched, settings = _batch(checked.kind, req.cluster), checked.settings
+    sched.require_commands()
+    rundir = RunDir(Path(req.run_dir).resolve())
+    rundir.logs.mkdir(parents=True, exist_ok=True)
+    script = rundir.driver_script(sched.kind)
+    script.write_text(render_driver_script(sched.kind, settings, req, walltime, queue), encoding="utf-8")
+    cmd = [*shlex.split(str(sched.job_class.submit_command)), str(script)]
     # In logs/: SLURM's PBS wrappers write the job's own output (<script>.o<id>) where qsub runs.
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run_dir / "logs", check=False)
-    match = re.search(job_cls.job_id_regexp, proc.stdout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=rundir.logs, check=False)
+    match = re.search(sched.job_class.job_id_regexp, proc.stdout)
     if proc.returncode or match is None:
         said = " ".join((proc.stderr.strip() or proc.stdout).split()) or f"exit status {proc.returncode}"
         wrapped = re.search(r"and the output was:\s*'(.*)'", said)  # SLURM's PBS wrappers
         said = wrapped[1].strip() if wrapped else said
-        hint = _driver_hint(kind, said, settings, queue)
+        hint = _driver_hint(sched, said, settings, queue)
         raise ConfigError(f"`{' '.join(cmd)}` refused the driver job: {said}; {hint}")
     job_id = match["job_id"]
-    return SubmitResult(kind, job_id, script, run_dir / "logs" / f"driver-{job_id}.out")
+    return SubmitResult(sched, job_id, script, rundir.driver_job_output(job_id))

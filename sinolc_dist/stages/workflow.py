@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pyproj import CRS
 
 from sinolc_dist.cluster.profiles import check_profile
 from sinolc_dist.config_types import check_types, field_types
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.grid import CHINA_ALBERS, Grid, geographic_grid
+from sinolc_dist.grid import Grid, geographic_grid, is_geographic, resolve_crs
 from sinolc_dist.models import DEMO_CHECKPOINT
 from sinolc_dist.models.checkpoint import ModelSpec, file_sha256, load_checkpoint
 from sinolc_dist.models.loader import ModelRef
@@ -33,7 +32,6 @@ _SEARCH = {
     "workflows": [Path("workflows"), _PACKAGE / "_bundled" / "workflows", _PACKAGE.parent / "workflows"],
     "cluster": [Path("cluster"), _PACKAGE / "_bundled" / "cluster", _PACKAGE.parent / "cluster"],
 }
-CRS_ALIASES = {"china-albers": CHINA_ALBERS}
 
 
 def _find(kind: str, name: str) -> Path:
@@ -247,13 +245,6 @@ class Workflow:
     mosaic_crs: str = "grid"
 
 
-def _is_geographic(crs: str) -> bool:
-    try:
-        return CRS.from_user_input(crs).is_geographic
-    except Exception:  # Grid() reports a CRS PROJ does not know
-        return False
-
-
 def load_workflow(name: str, checkpoint: str | None = None, choice: ModelChoice | None = None) -> Workflow:
     """Resolve a workflow by name or path.
 
@@ -268,8 +259,8 @@ def load_workflow(name: str, checkpoint: str | None = None, choice: ModelChoice 
     _check_keys(path, "grid", grid_cfg, {f.name for f in fields(Grid)})
     check_types(str(path), "grid", grid_cfg, field_types(Grid))
     if "crs" in grid_cfg:
-        grid_cfg["crs"] = CRS_ALIASES.get(grid_cfg["crs"], grid_cfg["crs"])
-        if _is_geographic(grid_cfg["crs"]):  # degrees: default origin/extent/pixel over China
+        grid_cfg["crs"] = resolve_crs(grid_cfg["crs"])
+        if is_geographic(grid_cfg["crs"]):  # degrees: default origin/extent/pixel over China
             lonlat = geographic_grid()
             for key in ("resolution", "origin", "size"):
                 grid_cfg.setdefault(key, getattr(lonlat, key))

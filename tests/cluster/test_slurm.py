@@ -1,9 +1,9 @@
-"""The cluster layer on a real SLURM (start one with `sudo cluster/local-slurm/start.sh`).
+"""SLURM: its job status and walltimes, and the scheduler contract on a real SLURM.
 
-Worker jobs go through sbatch with TLS and adaptive scaling; a worker job cancelled
-mid-run is replaced and costs no chunk; the driver itself runs as a batch job.  Every
-output must equal a LocalCluster run of the same scene.  All Dask addresses are on
-127.0.0.1 (the profiles use ``interface: lo``).
+Start one with `sudo cluster/local-slurm/start.sh`.  Worker jobs go through sbatch with TLS
+and adaptive scaling, all Dask addresses on 127.0.0.1 (``interface: lo``); beyond the shared
+scenarios (tests/cluster/scenarios.py), the watchdog replaces a job dying at start mid-run,
+stops a run whose every new job dies, and a signal to the driver cancels its worker jobs.
 """
 
 from __future__ import annotations
@@ -12,25 +12,22 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
-import uuid
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import dask
 import numpy as np
 import pytest
-import yaml
-from conftest import done_count, driver_args, kill_busiest_worker_once, run_output
-from distributed import get_client
+from conftest import done_count, driver_args, run_output
 
+from sinolc_dist.cluster.registry import scheduler
 from sinolc_dist.errors import ConfigError
+from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.stages import infer
-from tests.cluster.test_core import listening, workers_listening
+from tests.cluster.scenarios import SchedulerContract
 from tests.stages.test_dispatch_signals import interrupt_run
 
 
@@ -47,26 +44,48 @@ def _why_no_slurm() -> str | None:
 
 
 NO_SLURM = _why_no_slurm()
-pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              pytest.mark.skipif(NO_SLURM is not None, reason=NO_SLURM or "")]
+NEEDS_SLURM = [pytest.mark.slurm, pytest.mark.slow,
+               pytest.mark.skipif(NO_SLURM is not None, reason=NO_SLURM or "")]
 
 
-@pytest.fixture
-def job_name():
-    """A job name unique to the test; its jobs are cancelled afterwards, whatever happened."""
-    name = f"sinolc-t{uuid.uuid4().hex[:8]}"
-    yield name
-    subprocess.run(["scancel", "-n", name], check=False)
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("02:00:00", 7200), ("30", 1800), ("1-12", 129600), ("2-00:30:00", 174600), ("10:30", 630),
+])
+def test_walltime_forms(text, seconds):
+    """One number is minutes; days come before a dash."""
+    assert scheduler("slurm").walltime_seconds(text) == seconds
 
 
-def _profile(tmp_path: Path, job_name: str, **extra: object) -> str:
-    path = tmp_path / "slurm-test.yaml"
-    path.write_text(yaml.safe_dump({"slurm": {
-        "cores": 1, "processes": 1, "memory": "2GB", "queue": "debug", "walltime": "00:30:00",
-        "interface": "lo", "tls": True, "minimum_jobs": 2, "maximum_jobs": 2, "torch_threads": 1,
-        "job_name": job_name, **extra,
-    }}))
-    return str(path)
+def _fake_scontrol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str, rc: int = 0) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\ncat <<'EOF'\n{out}\nEOF\nexit {rc}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(("out", "rc", "expected"), [
+    ("JobId=7 JobName=w JobState=RUNNING Reason=None ExitCode=0:0", 0, ("alive", "RUNNING")),
+    ("JobId=7 JobName=w JobState=FAILED Reason=NonZeroExitCode Dependency=(null) ExitCode=3:0", 0,
+     ("ended", "JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0")),
+    ("slurm_load_jobs error: Invalid job id specified", 1,
+     ("ended", "slurm_load_jobs error: Invalid job id specified")),
+])
+def test_job_status_reads_scontrol(tmp_path, monkeypatch, out, rc, expected):
+    _fake_scontrol(tmp_path, monkeypatch, out, rc)
+    assert scheduler("slurm").job_status("7") == expected
+
+
+def test_hints_name_slurm_keys():
+    slurm = scheduler("slurm")
+    assert slurm.hint("Invalid generic resource (gres) specification", {"queue": "gpu"}) == \
+        "change the slurm profile's 'job_extra_directives' (the --gres/--gpus line)"
+    assert slurm.hint("Invalid account or account/partition combination", {"account": "a"}) == \
+        "change the slurm profile's 'account' (now account: 'a')"
+    assert slurm.hint("Job violates accounting/QOS policy (job submit limit, user's size and/or time "
+                      "limits)") == "change the slurm profile's 'walltime'"  # the first topic that matches
+    assert slurm.hint("QOSMaxWallDurationPerJobLimit qos x") == \
+        "change the slurm profile's 'job_extra_directives' (the --qos line)"
 
 
 def _failing_starts(slots: Path, fail: str) -> list[str]:
@@ -78,7 +97,7 @@ def _failing_starts(slots: Path, fail: str) -> list[str]:
             f'if {fail}; then sleep 10; echo "start $n: module cuda/12.4 not found" >&2; exit 3; fi']
 
 
-def _wait_for_log(rundir, text: str, timeout: float) -> bool:
+def _wait_for_log(rundir: RunDir, text: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in (rundir.logs / "driver.log").read_text():
@@ -87,168 +106,111 @@ def _wait_for_log(rundir, text: str, timeout: float) -> bool:
     return False
 
 
-def test_worker_job_dying_at_start_mid_run_is_replaced(small_run, reference, tmp_path, job_name):
-    # The second job dies at start, after the first worker connected: dask-jobqueue would count
-    # it as requested for ever; the watchdog logs the scheduler's words and replaces it.
-    rundir, scene = small_run["rundir"], small_run["scene"]
-    slots = tmp_path / "slots"
-    slots.mkdir()
-    profile = _profile(tmp_path, job_name, watch_interval=2,
-                       job_script_prologue=_failing_starts(slots, '[ "$n" = 1 ]'))
-    waited: dict[str, bool] = {}
+class TestSlurm(SchedulerContract):
+    """The scheduler contract on SLURM, and SLURM's own scenarios (the watchdog, signals)."""
 
-    def hold_until_replaced(report, total) -> None:
-        # The dispatch waits here; the cluster, its jobs and the watchdog go on in their threads.
-        if report.done and not waited:
-            waited["replaced"] = _wait_for_log(rundir, "submitting a replacement", 90)
-            deadline = time.monotonic() + 60  # adaptive scaling submits the replacement
-            while time.monotonic() < deadline and not (slots / "start-2").is_dir():
-                time.sleep(0.5)
+    pytestmark = NEEDS_SLURM
+    kind = "slurm"
+    kill_command: ClassVar[list[str]] = ["scancel"]
+    submit_command = "sbatch"
+    driver_queue = "debug"
+    refused_queue_said = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    dying_start: ClassVar[dict[str, Any]] = {
+        "job_script_prologue": ["source /nonexistent/conda.sh || exit 1"]}
+    dying_said = "ended before its Dask worker connected: JobState=FAILED"
+    dying_key = "'job_script_prologue'"
+    driver_success = ("JobState=COMPLETED", "ExitCode=0:0")
 
-    req = replace(small_run["req"], cluster=profile, mosaic=False)
-    infer.run(req, on_progress=hold_until_replaced)
-    assert waited["replaced"], (rundir.logs / "driver.log").read_text()
-    log = (rundir.logs / "driver.log").read_text()
-    assert re.search(r"worker job \d+ ended before its Dask worker connected: JobState=FAILED .*"
-                     r"ExitCode=3:0", log)
-    assert "start 1: module cuda/12.4 not found" in log  # the job's own log, quoted
-    assert "'job_script_prologue'" in log  # the profile key to look at
-    assert (slots / "start-2").is_dir()  # the replacement started
-    assert done_count(rundir) == 12
-    assert np.array_equal(run_output(rundir, scene.window), reference)
+    def settings(self, job_name: str, **extra: object) -> dict[str, Any]:
+        """One-CPU workers on the local SLURM's partition ``debug``, over TLS on loopback."""
+        return {"cores": 1, "processes": 1, "memory": "2GB", "queue": "debug", "walltime": "00:30:00",
+                "interface": "lo", "tls": True, "minimum_jobs": 2, "maximum_jobs": 2, "torch_threads": 1,
+                "job_name": job_name, **extra}
 
+    def running(self, job_name: str) -> list[str]:
+        """``squeue``'s running jobs of that name."""
+        out = subprocess.run(["squeue", "-h", "-n", job_name, "-t", "RUNNING", "-o", "%i"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()
 
-def test_run_stops_when_every_new_job_dies_at_start(small_run, tmp_path, job_name):
-    rundir = small_run["rundir"]
-    slots = tmp_path / "slots"
-    slots.mkdir()
-    profile = _profile(tmp_path, job_name, minimum_jobs=1, maximum_jobs=1, watch_interval=2,
-                       give_up_after=2, job_script_prologue=_failing_starts(slots, '[ "$n" -ge 1 ]'))
+    def worker_logs(self, rundir: RunDir, job_name: str) -> dict[str, str]:
+        """dask-jobqueue's ``<job name>-<job id>.err`` files."""
+        return {p.stem.rsplit("-", 1)[1]: p.read_text(errors="replace")
+                for p in rundir.worker_logs.glob(f"{job_name}-*.err")}
 
-    def lose_the_only_worker(report, total) -> None:
-        if report.done and not (slots / "cancelled").exists():
-            (slots / "cancelled").mkdir()
-            subprocess.run(["scancel", "-n", job_name], check=True)
+    def cancel_all(self, job_name: str) -> None:
+        """``scancel -n``."""
+        subprocess.run(["scancel", "-n", job_name], check=False)
 
-    req = replace(small_run["req"], cluster=profile, mosaic=False)
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}), \
-            pytest.raises(ConfigError, match=r"2 slurm worker jobs died before their Dask workers connected"):
-        infer.run(req, on_progress=lose_the_only_worker)
-    assert 0 < done_count(rundir) < 12  # what was done is kept, to resume
+    def settled(self, said: str) -> bool:
+        """A job still COMPLETING has not its final state yet."""
+        return "JobState=COMPLETING" not in said
 
+    def test_worker_job_dying_at_start_mid_run_is_replaced(self, small_run, reference, tmp_path, job_name):
+        # The second job dies at start, after the first worker connected: dask-jobqueue would count
+        # it as requested for ever; the watchdog logs the scheduler's words and replaces it.
+        rundir, scene = small_run["rundir"], small_run["scene"]
+        slots = tmp_path / "slots"
+        slots.mkdir()
+        profile = self.profile(tmp_path, job_name, watch_interval=2,
+                               job_script_prologue=_failing_starts(slots, '[ "$n" = 1 ]'))
+        waited: dict[str, bool] = {}
 
+        def hold_until_replaced(report, total) -> None:
+            # The dispatch waits here; the cluster, its jobs and the watchdog go on in their threads.
+            if report.done and not waited:
+                waited["replaced"] = _wait_for_log(rundir, "submitting a replacement", 90)
+                deadline = time.monotonic() + 60  # adaptive scaling submits the replacement
+                while time.monotonic() < deadline and not (slots / "start-2").is_dir():
+                    time.sleep(0.5)
 
-def _running(job_name: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-n", job_name, "-t", "RUNNING", "-o", "%i"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.split()
+        req = replace(small_run["req"], cluster=profile, mosaic=False)
+        infer.run(req, on_progress=hold_until_replaced)
+        assert waited["replaced"], (rundir.logs / "driver.log").read_text()
+        log = (rundir.logs / "driver.log").read_text()
+        assert re.search(r"worker job \d+ ended before its Dask worker connected: JobState=FAILED .*"
+                         r"ExitCode=3:0", log)
+        assert "start 1: module cuda/12.4 not found" in log  # the job's own log, quoted
+        assert "'job_script_prologue'" in log  # the profile key to look at
+        assert (slots / "start-2").is_dir()  # the replacement started
+        assert done_count(rundir) == 12
+        assert np.array_equal(run_output(rundir, scene.window), reference)
 
+    def test_run_stops_when_every_new_job_dies_at_start(self, small_run, tmp_path, job_name):
+        rundir = small_run["rundir"]
+        slots = tmp_path / "slots"
+        slots.mkdir()
+        profile = self.profile(tmp_path, job_name, minimum_jobs=1, maximum_jobs=1, watch_interval=2,
+                               give_up_after=2, job_script_prologue=_failing_starts(slots, '[ "$n" -ge 1 ]'))
 
-def test_run_through_sbatch_equals_local(small_run, reference, tmp_path, job_name):
-    rundir, scene = small_run["rundir"], small_run["scene"]
-    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
-    summary = infer.run(req)
-    assert summary.report.done == 12 and done_count(rundir) == 12
-    assert np.array_equal(run_output(rundir, scene.window), reference)
-    assert summary.dashboard.startswith("http://127.0.0.1:")
-    logs = sorted((rundir.root / "logs" / "workers").glob(f"{job_name}-*.err"))
-    assert len(logs) >= 2  # the workers ran as SLURM jobs
-    assert re.search(r"Start worker at:\s+tls://127\.0\.0\.1:", logs[0].read_text())
-    jobs = {p.stem.rsplit("-", 1)[1] for p in logs}
-    with closing(sqlite3.connect(rundir.state)) as db:  # each chunk's record names the job that computed it
-        workers = {w for (w,) in db.execute("SELECT worker FROM chunks")}
-    assert workers and all(re.fullmatch(r"job (\d+) on .+:\d+", w)[1] in jobs for w in workers), workers
+        def lose_the_only_worker(report, total) -> None:
+            if report.done and not (slots / "cancelled").exists():
+                (slots / "cancelled").mkdir()
+                subprocess.run(["scancel", "-n", job_name], check=True)
 
+        req = replace(small_run["req"], cluster=profile, mosaic=False)
+        with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}), \
+                pytest.raises(ConfigError, match=r"2 slurm worker jobs died before their Dask workers "
+                                                 r"connected"):
+            infer.run(req, on_progress=lose_the_only_worker)
+        assert 0 < done_count(rundir) < 12  # what was done is kept, to resume
 
-def test_cancelled_worker_job_is_replaced(small_run_one_chunk_tasks, reference, tmp_path, job_name):
-    small_run = small_run_one_chunk_tasks
-    rundir, scene = small_run["rundir"], small_run["scene"]
-    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
-    seen: dict[str, object] = {}
-
-    def job_of(address: str) -> str:  # the job a worker runs in, from its log <name>-<jobid>.err
-        logs = (rundir.root / "logs" / "workers").glob(f"{job_name}-*.err")
-        return next(p.stem.rsplit("-", 1)[1] for p in logs if address in p.read_text())
-
-    cancel = kill_busiest_worker_once(seen, job_of, ["scancel"], lambda: _running(job_name))
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}):
-        infer.run(req, on_progress=cancel)
-    assert seen["in_flight"] and seen["replacement"], seen
-    assert seen["killed"] not in _running(job_name)
-    assert done_count(rundir) == 12
-    assert np.array_equal(run_output(rundir, scene.window), reference)
-    log = (rundir.logs / "driver.log").read_text()  # the loss and the replacement, by job id
-    assert re.search(rf"slurm job {seen['killed']} lost: worker tls://127\.0\.0\.1:\d+ left", log), log
-    new = seen["replacement"][0]
-    assert f"slurm worker job {new} submitted (sbatch), replacing slurm job {seen['killed']}" in log, log
-
-
-def test_every_listening_socket_of_a_run_is_on_loopback(small_run, tmp_path, job_name):
-    seen: dict[str, object] = {}
-
-    def look(report, total) -> None:  # mid-run: the driver (this process) and each worker job
-        if report.done and not seen:
-            seen["workers"] = workers_listening(get_client())
-            seen["driver"] = listening([os.getpid()])
-
-    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name), mosaic=False)
-    infer.run(req, on_progress=look)
-    workers = seen["workers"]
-    assert len(workers) == 2 and seen["driver"], seen
-    for socks, dashboard in workers.values():
-        assert len(socks) >= 3 and dashboard in {port for _, port in socks}  # nanny, worker, dashboard
-    ips = {ip for socks, _ in workers.values() for ip, _ in socks} | {ip for ip, _ in seen["driver"]}
-    assert ips == {"127.0.0.1"}, seen
-
-
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_on_slurm_flushes_the_state_and_cancels_the_worker_jobs(small_run, tmp_path, job_name,
-                                                                       signum, code):
-    # SIGINT as Ctrl-C sends it (the worker jobs are out of the terminal's reach), SIGTERM as `kill`.
-    rundir = small_run["rundir"]
-    req = replace(small_run["req"], cluster=_profile(tmp_path, job_name))
-    rc, out, _ = interrupt_run(driver_args(req), rundir, signum, whole_group=False)
-    assert rc == code, out
-    done = done_count(rundir)
-    assert 0 < done < 12
-    assert out.strip().splitlines()[-1] == \
-        f"error: interrupted: {done} chunks done, resume with the same command"
-    # No worker job left queued or running (the cancelled ones may still show COMPLETING a moment).
-    states = subprocess.run(["squeue", "-h", "-n", job_name, "-o", "%T"], capture_output=True, text=True,
-                            check=True).stdout.split()
-    assert not {"PENDING", "RUNNING"} & set(states), states
-    log = (rundir.logs / "driver.log").read_text()
-    assert re.search(r"cancelling worker job\(s\) \d+ \d+", log) and signal.Signals(signum).name in log, log
-
-
-def _wait_for_job(job_id: str, timeout: float) -> tuple[str, str]:
-    """(JobState, ExitCode) once the job has left the queue."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
-                             text=True, check=True).stdout
-        state, code = re.search(r"JobState=(\S+)", out)[1], re.search(r"ExitCode=(\S+)", out)[1]
-        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
-            return state, code
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} still {state} after {timeout} s")
-
-
-def test_driver_submitted_as_a_job(small_run, reference, tmp_path, job_name):
-    rundir, scene, req = small_run["rundir"], small_run["scene"], small_run["req"]
-    proc = subprocess.run(
-        [sys.executable, "-c", "from sinolc_dist.cli import main; main()", "submit",
-         "--region", req.region, "--workflow", req.workflow, "--cluster", _profile(tmp_path, job_name),
-         "--run-dir", str(rundir.root), "--driver-walltime", "00:20:00", "--driver-queue", "debug"],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-    job_id = re.search(r"driver job: (\d+)", proc.stdout)[1]
-    try:
-        state = _wait_for_job(job_id, timeout=300)
-    finally:
-        subprocess.run(["scancel", job_id], check=False)
-    log = (rundir.root / "logs" / f"driver-{job_id}.out").read_text()
-    assert state == ("COMPLETED", "0:0"), log
-    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/status", log), log
-    assert "inference: 12 chunk(s) done" in log and "mosaic: " in log, log
-    assert np.array_equal(run_output(rundir, scene.window), reference)
+    @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_signal_flushes_the_state_and_cancels_the_worker_jobs(self, small_run, tmp_path, job_name,
+                                                                  signum, code):
+        # SIGINT as Ctrl-C sends it (the worker jobs are out of the terminal's reach), SIGTERM as `kill`.
+        rundir = small_run["rundir"]
+        req = replace(small_run["req"], cluster=self.profile(tmp_path, job_name))
+        rc, out, _ = interrupt_run(driver_args(req), rundir, signum, whole_group=False)
+        assert rc == code, out
+        done = done_count(rundir)
+        assert 0 < done < 12
+        assert out.strip().splitlines()[-1] == \
+            f"error: interrupted: {done} chunks done, resume with the same command"
+        # No worker job left queued or running (the cancelled ones may still show COMPLETING a moment).
+        states = subprocess.run(["squeue", "-h", "-n", job_name, "-o", "%T"], capture_output=True,
+                                text=True, check=True).stdout.split()
+        assert not {"PENDING", "RUNNING"} & set(states), states
+        log = (rundir.logs / "driver.log").read_text()
+        assert re.search(r"cancelling worker job\(s\) \d+ \d+", log), log
+        assert signal.Signals(signum).name in log, log

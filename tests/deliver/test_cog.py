@@ -262,22 +262,6 @@ def test_areas_counted_while_writing(classes, tmp_path):
         write_cog(tmp_path / "x.tif", GRID, classes, window, crs="EPSG:99999")
 
 
-def _brute_mode(block: np.ndarray) -> int:
-    """The most frequent non-zero value, the first in row-major order on a tie; 0 if none."""
-    values = [int(v) for v in block.ravel() if v]
-    return max(values, key=lambda v: (values.count(v), -values.index(v))) if values else 0
-
-
-def test_mode2_against_brute_force():
-    rng = np.random.default_rng(4)
-    data = rng.choice(np.array([0, 0, 3, 5, 9], np.uint8), size=(41, 37))
-    got = mode2(data)
-    assert got.shape == (21, 19)
-    for i in range(21):
-        for j in range(19):
-            assert got[i, j] == _brute_mode(data[2 * i:2 * i + 2, 2 * j:2 * j + 2]), (i, j)
-
-
 def test_overviews_are_the_class_mode_level_by_level(tmp_path):
     grid = Grid(crs=CHINA_ALBERS, resolution=1.0, origin=(1_000_000.0, 3_500_000.0),
                 size=(1600, 1500), chunk=256, block=128, shard=2, halo=11)

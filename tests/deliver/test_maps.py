@@ -16,6 +16,7 @@ from sinolc_dist.deliver.maps import _PLAN_COLOURS, _STATUS_COLOURS, chunk_raste
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import Grid, Window
 from sinolc_dist.regions.plan import make_plan
+from sinolc_dist.rundir.config import RunConfig
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, FAILED, NO_IMAGERY, PENDING, ChunkResult, StateStore
 
@@ -92,7 +93,7 @@ def test_map_into_a_missing_folder_is_a_clear_error(tmp_path, hubei):
 @pytest.fixture
 def run_dir(tmp_path, hubei):
     rundir = RunDir(tmp_path / "run").create()
-    rundir.freeze({"region": "湖北", "boundaries": None, "grid": COARSE.to_dict()}, frozenset())
+    rundir.freeze(RunConfig(COARSE, region="湖北"), frozenset())
     chunks = hubei.chunks()
     with StateStore(rundir.state) as state:
         state.add_chunks(chunks)
@@ -112,7 +113,7 @@ def test_status_map_colours_states(tmp_path, run_dir):
 
 def test_status_map_without_chunks(tmp_path):
     rundir = RunDir(tmp_path / "run").create()
-    rundir.freeze({"region": "湖北", "boundaries": None, "grid": COARSE.to_dict()}, frozenset())
+    rundir.freeze(RunConfig(COARSE, region="湖北"), frozenset())
     with pytest.raises(InputError, match="no planned chunks"):
         status_map(rundir.root, tmp_path / "m.png")
     assert not rundir.state.exists()  # a map reads; it creates nothing

@@ -26,12 +26,13 @@ from distributed import Client, LocalCluster, get_task_stream
 
 from sinolc_dist.cli import cli
 from sinolc_dist.deliver.catalog import chunk_ranges
-from sinolc_dist.deliver.mosaics import mosaic_run, write_vrt
+from sinolc_dist.deliver.mosaics import mosaic_run
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid, Window
 from sinolc_dist.legend import SINOLC
 from sinolc_dist.regions.region import province_geometries, to_crs
 from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.config import RunConfig
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, ChunkResult, StateStore
 from sinolc_dist.stages import infer
@@ -61,9 +62,9 @@ def inside(grid: Grid, adcode: str) -> np.ndarray:
 def make_run(root: Path, grid: Grid, done: bool = True, mosaic_crs: str = "grid") -> RunDir:
     """A run directory of the two provinces with every chunk written and recorded (``done``)."""
     rundir = RunDir(root).create()
-    rundir.freeze({"workflow": "test", "grid": grid.to_dict(), "region": "湖北,湖南",
-                   "boundaries": None, "model": {"checkpoint": "x.pt", "sha256": "ab" * 32},
-                   "mosaic_crs": mosaic_crs}, frozenset())
+    rundir.freeze(RunConfig(grid, workflow="test", region="湖北,湖南",
+                            model={"checkpoint": "x.pt", "sha256": "ab" * 32}, mosaic_crs=mosaic_crs),
+                  frozenset())
     stores.create_store(rundir.input, grid, "input", attrs={"sinolc_source": "test imagery 2024"})
     out = stores.create_store(rundir.output, grid, "output")
     rng = np.random.default_rng(3)
@@ -286,18 +287,6 @@ def test_unwritable_mosaics_folder(tmp_path, grid):
     rundir.mosaics.write_text("a file where the folder should be")
     with pytest.raises(InputError, match="mosaics"):
         mosaic_run(rundir)
-
-
-def test_vrt_refuses_files_off_the_lattice(delivered, tmp_path):
-    _, reports, _ = delivered
-    shifted = tmp_path / "shifted.tif"
-    with rasterio.open(reports[0].path) as src:
-        profile = src.profile | {"driver": "GTiff",
-                                 "transform": src.transform @ rasterio.Affine.translation(0.5, 0)}
-        with rasterio.open(shifted, "w", **profile) as dst:
-            dst.write(src.read())
-    with pytest.raises(InputError, match="not aligned"):
-        write_vrt([reports[1].path, shifted], tmp_path / "x.vrt")
 
 
 def test_cli_mosaic_options(tmp_path, grid):

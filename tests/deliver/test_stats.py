@@ -15,9 +15,13 @@ from sinolc_dist.deliver.cog import AREAS_TAG, class_areas, write_cog
 from sinolc_dist.deliver.stats import PixelAreas, ProvinceAreas, area_method, class_km2, write_tables
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import CHINA_ALBERS, DEGREE_METRE, Grid, Window
+from sinolc_dist.regions.region import resolve_region
 from sinolc_dist.rundir.stores import create_store, read_window, write_window
+from tests.regions.ellipsoid import grs80_cell_km2
 
 WGS84 = Geod(ellps="WGS84")
+#: Hubei's land area as published by the province (18.59 万 km²).
+HUBEI_KM2 = 185_900.0
 #: A geographic grid of 1e-4° pixels (about 10 m) north of Changsha.
 LONLAT = Grid(crs="EPSG:4326", resolution=1e-4, origin=(113.0, 29.0), size=(600, 500),
               chunk=128, block=64, shard=2, halo=11)
@@ -36,6 +40,19 @@ def row_km2_geod(grid: Grid, rows: np.ndarray) -> np.ndarray:
                      for i in rows])
 
 
+def pixel_km2_geod(grid: Grid, win: Window) -> np.ndarray:
+    """Area of every pixel of a window by the geodesic polygon of its corners (independent of stats.py)."""
+    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    t = grid.window_transform(win)
+    out = np.empty((win.height, win.width))
+    for i in range(win.height):
+        for j in range(win.width):
+            xs = t.c + np.array([j, j + 1, j + 1, j]) * t.a
+            ys = t.f + np.array([i, i, i + 1, i + 1]) * t.e
+            out[i, j] = geodesic_km2(*to_lonlat.transform(xs, ys))
+    return out
+
+
 def test_area_methods():
     assert area_method(CRS.from_user_input(CHINA_ALBERS)) == "constant"
     assert area_method(CRS.from_epsg(4326)) == "rows"
@@ -48,6 +65,37 @@ def test_constant_area_on_an_equal_area_grid():
     areas = PixelAreas(Grid(resolution=2.0, chunk=512, block=512))
     assert areas.constant_km2 == pytest.approx(4e-6, rel=1e-15)
     np.testing.assert_array_equal(areas.rows_km2(Window(0, 0, 3, 5)), np.full(3, 4e-6))
+    feet = PixelAreas(Grid(crs="+proj=aea +lat_1=25 +lat_2=47 +lon_0=105 +ellps=GRS80 +units=us-ft",
+                           resolution=10.0, origin=(0.0, 5e6), size=(8, 8), chunk=8, block=8))
+    assert feet.method == "constant"
+    assert feet.constant_km2 == pytest.approx((10 * 1200 / 3937) ** 2 / 1e6, rel=1e-12)  # the US survey foot
+
+
+@pytest.mark.parametrize("lat", [19.0, 31.0, 53.0])
+@pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:4490"])
+def test_a_one_degree_cell_has_its_area_on_grs80(crs, lat):
+    """Pixels of a 1° x 1° cell sum to the closed-formula area of the cell on the ellipsoid."""
+    expected = grs80_cell_km2(lat - 1, lat, 1.0)
+    for n, rtol in ((1, 1e-4), (10, 1e-6)):  # straight pixel edges in Albers: 1.7e-5 for one 1° pixel
+        grid = Grid(crs=crs, resolution=1 / n, origin=(110.0, lat), size=(n, n), chunk=512, block=512)
+        got = PixelAreas(grid).pixels_km2(grid.full_window).sum()
+        assert got == pytest.approx(expected, rel=rtol)
+    assert 7_000 < grs80_cell_km2(52, 53, 1) < grs80_cell_km2(18, 19, 1) < 12_000  # the formula's scale
+
+
+def test_a_province_sums_to_its_published_area():
+    """Hubei's 0.01° pixels (centres inside the bundled boundary) sum to its published area, within 0.5 %."""
+    geometry = resolve_region("Hubei", None).geometry
+    grid = Grid(crs="EPSG:4326", resolution=0.01, origin=(108.0, 34.0), size=(500, 900),
+                chunk=512, block=512)
+    left, bottom, right, top = geometry.bounds
+    assert left > 108.0 and top < 34.0 and right < 117.0 and bottom > 29.0  # the grid holds the province
+    rows, cols = np.mgrid[0:500, 0:900]
+    inside = shapely.contains_xy(geometry, 108.0 + (cols + 0.5) * 0.01, 34.0 - (rows + 0.5) * 0.01)
+    km2 = class_km2(PixelAreas(grid), grid.full_window, inside.astype(np.uint8))
+    assert km2[1] == pytest.approx(HUBEI_KM2, rel=5e-3)
+    # Counting the pixels at their size on the equator would overstate it by 1 / cos(31°) ≈ 17 %.
+    assert inside.sum() * (0.01 / DEGREE_METRE) ** 2 / 1e6 > 1.1 * km2[1]
 
 
 @pytest.mark.parametrize("lat", [18.0, 35.0, 53.0])
@@ -66,13 +114,7 @@ def test_pixel_areas_on_utm_match_geodesic_areas():
                 size=(300, 200), chunk=128, block=64)
     win = Window(100, 50, 103, 53)
     got = PixelAreas(grid).pixels_km2(win)
-    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    t = grid.window_transform(win)
-    for i in range(3):
-        for j in range(3):
-            xs = t.c + np.array([j, j + 1, j + 1, j]) * t.a
-            ys = t.f + np.array([i, i, i + 1, i + 1]) * t.e
-            assert got[i, j] == pytest.approx(geodesic_km2(*to_lonlat.transform(xs, ys)), rel=1e-6)
+    np.testing.assert_allclose(got, pixel_km2_geod(grid, win), rtol=1e-6)
     assert not np.allclose(got, 1e-4)  # UTM is not equal-area: scale 0.9996 and more
 
 
@@ -80,16 +122,15 @@ def test_class_km2_weights_rows_and_pixels():
     rng = np.random.default_rng(5)
     data = rng.integers(0, 12, size=(300, 40)).astype(np.uint8)
     win = Window(10, 20, 310, 60)
-    areas = PixelAreas(LONLAT)
-    rows = areas.rows_km2(win)
+    rows = row_km2_geod(LONLAT, np.arange(win.row0, win.row1))
     expected = np.zeros(256)
     np.add.at(expected, data, np.broadcast_to(rows[:, None], data.shape))
-    np.testing.assert_allclose(class_km2(areas, win, data), expected, rtol=1e-12)
-    utm = PixelAreas(Grid(crs="EPSG:32649", resolution=10.0, origin=(300_000.0, 3_400_000.0),
-                          size=(400, 100), chunk=128, block=64))
+    np.testing.assert_allclose(class_km2(PixelAreas(LONLAT), win, data), expected, rtol=1e-7)
+    utm_grid = Grid(crs="EPSG:32649", resolution=10.0, origin=(300_000.0, 3_400_000.0),
+                    size=(400, 100), chunk=128, block=64)
     expected = np.zeros(256)
-    np.add.at(expected, data, utm.pixels_km2(win))
-    np.testing.assert_allclose(class_km2(utm, win, data), expected, rtol=1e-12)  # 2 strips
+    np.add.at(expected, data, pixel_km2_geod(utm_grid, win))
+    np.testing.assert_allclose(class_km2(PixelAreas(utm_grid), win, data), expected, rtol=1e-6)  # 2 strips
 
 
 def test_mosaic_areas_on_a_lonlat_grid_equal_a_direct_count(tmp_path):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 
-from sinolc_dist.grid import Grid
 from sinolc_dist.legend import SINOLC
 from sinolc_dist.rundir import stores
 from sinolc_dist.rundir.layout import RunDir
@@ -35,7 +34,7 @@ def test_demo_end_to_end_and_rerun(tmp_path):
     assert accuracy >= 90.0
 
     rundir = RunDir(run_dir)
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     (tif,) = rundir.mosaics.glob("*.tif")
     with rasterio.open(tif) as src:
         assert src.crs == grid.pyproj_crs

@@ -7,7 +7,7 @@ from conftest import input_store, small_grid
 
 from sinolc_dist.engine.inference import ModelRef, ShardTask, classify_chunk, load_model, normalise, run_shard
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.grid import ChunkId
+from sinolc_dist.grid import ChunkId, ShardId
 from sinolc_dist.models.checkpoint import load_checkpoint
 from sinolc_dist.models.plugins import measure_receptive_radius
 from sinolc_dist.rundir import stores
@@ -74,7 +74,7 @@ def test_halo_too_small_is_refused(random_checkpoint, tmp_path, random_image):
     grid = small_grid(halo=10)
     input_store(tmp_path / "in.zarr", grid, random_image)
     stores.create_store(tmp_path / "out.zarr", grid, "output")
-    task = ShardTask(grid, ChunkId(0, 0), (ChunkId(0, 0),), str(tmp_path / "in.zarr"),
+    task = ShardTask(grid, ShardId(0, 0), (ChunkId(0, 0),), str(tmp_path / "in.zarr"),
                      str(tmp_path / "out.zarr"), ModelRef(str(random_checkpoint), patch=32))
     with pytest.raises(ConfigError, match="receptive radius 11"):
         run_shard(task)
@@ -88,11 +88,11 @@ def test_nodata_propagates_and_empty_chunks_skip(random_checkpoint, random_image
     input_store(tmp_path / "in.zarr", grid, image)
     out = stores.create_store(tmp_path / "out.zarr", grid, "output")
     ref = ModelRef(str(random_checkpoint), patch=32)
-    chunks = tuple(c for c in grid.chunks_in(grid.shard_window(ChunkId(0, 0))))
-    results = run_shard(ShardTask(grid, ChunkId(0, 0), chunks, str(tmp_path / "in.zarr"),
+    chunks = tuple(c for c in grid.chunks_in(grid.shard_window(ShardId(0, 0))))
+    results = run_shard(ShardTask(grid, ShardId(0, 0), chunks, str(tmp_path / "in.zarr"),
                                   str(tmp_path / "out.zarr"), ref))
     assert all(r.ok for r in results)
-    got = stores.read_window(out, grid.shard_window(ChunkId(0, 0)))
+    got = stores.read_window(out, grid.shard_window(ShardId(0, 0)))
     assert (got[:64] == 0).all()
     assert (got[100:110, 50:60] == 0).all()
     assert (got[64:100] > 0).all()
@@ -103,7 +103,7 @@ def test_wrong_band_count_is_reported_per_chunk(random_checkpoint, tmp_path):
     arr = stores.create_store(tmp_path / "in.zarr", grid, "input", bands=4)
     stores.write_window(arr, grid.full_window, np.full((4, *grid.size), 9, np.uint8))
     stores.create_store(tmp_path / "out.zarr", grid, "output")
-    task = ShardTask(grid, ChunkId(0, 0), (ChunkId(0, 0),), str(tmp_path / "in.zarr"),
+    task = ShardTask(grid, ShardId(0, 0), (ChunkId(0, 0),), str(tmp_path / "in.zarr"),
                      str(tmp_path / "out.zarr"), ModelRef(str(random_checkpoint), patch=32))
     (result,) = run_shard(task)
     assert not result.ok

@@ -1,4 +1,4 @@
-"""Test imagery near Wuhan on a small Albers grid, and an independent reference mosaic.
+"""Test imagery near Wuhan on a small Albers grid, and an independent reference composite.
 
 The grid (1024 x 1024 m, 256 px chunks, 2x2 chunks per shard) straddles 114°E,
 the boundary of UTM zones 49 and 50.  Scenes (grid pixel windows, approximate:
@@ -112,7 +112,7 @@ def tile_transform(x: int, y: int, ts: int = 256) -> Affine:
 
 
 def write_tiles(root: Path, win: Window, seed: int) -> Scene:
-    """PNG tiles at zoom 17 covering ``win``; returns their mosaic as one scene (for references)."""
+    """PNG tiles at zoom 17 covering ``win``; returns them pasted into one scene (for references)."""
     left, bottom, right, top = transform_bounds(GRID.crs, "EPSG:3857", *GRID.window_bounds(win),
                                                 densify_pts=21)
     res = 2 * WEB_HALF / (256 * 2**ZOOM)

@@ -1,4 +1,4 @@
-"""One window from the sources equals rasterio's warp of the same files; the pixel rules."""
+"""One window from the sources equals rasterio's warp of the same files; the compositing rules."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from sinolc_dist.grid import Window
 from sinolc_dist.imagery.index import build_index
-from sinolc_dist.imagery.pixels import to_uint8
-from sinolc_dist.imagery.sources import MosaicOptions
+from sinolc_dist.imagery.sources import CompositeOptions
 from sinolc_dist.imagery.warp import fill_window, read_window
 from tests.imagery.imagery_factory import GRID, Scene, coverage, reference, standard_scenes, write_tiles
 
@@ -26,7 +25,7 @@ def scenes(tmp_path_factory):
 def index_of(scenes, **options):
     folder = scenes[0].path.parent
     specs = [str(folder / "*.tif"), str(folder.parent / "tiles")]
-    return build_index(specs, GRID, MosaicOptions(**options), zoom=17).index
+    return build_index(specs, GRID, CompositeOptions(**options), zoom=17).index
 
 
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic", "average"])
@@ -55,10 +54,10 @@ def test_pixel_rules(scenes):
     assert 100 < ones.sum() < 600
     # Alone, the uint16 scene is value // 256 and alpha-0 pixels of C are nodata.
     win = Window(800, 0, 1024, 256)
-    only_d = fill_window((index_of(scenes).sources[3],), GRID, win, MosaicOptions(resampling="nearest"))
+    only_d = fill_window((index_of(scenes).sources[3],), GRID, win, CompositeOptions(resampling="nearest"))
     assert np.array_equal(only_d, reference([d], win)) and (only_d == 255).mean() < 0.1
     alone = fill_window((index_of(scenes).sources[0],), GRID, Window(300, 300, 550, 800),
-                        MosaicOptions(resampling="nearest"))
+                        CompositeOptions(resampling="nearest"))
     west, east = alone[:, 60:200, 20:200], alone[:, 60:200, 300:480]
     assert not west.any() and east.all()
 
@@ -101,22 +100,13 @@ def test_bounded_tile_reads_give_the_same_pixels(tmp_path):
     (0.4 % of pixels here; the same budget as gdalwarp's default -et 0.125).
     """
     tiles = write_tiles(tmp_path / "tiles", Window(100, 100, 600, 600), 11)
-    source = build_index([str(tiles.path)], GRID, MosaicOptions(), zoom=17).index.sources[0]
+    source = build_index([str(tiles.path)], GRID, CompositeOptions(), zoom=17).index.sources[0]
     assert source.tiles[2] - source.tiles[0] >= 2
     win = Window(0, 0, 768, 768)
-    got = fill_window((source,), GRID, win, MosaicOptions(resampling="nearest", max_source_px=4 * 256**2))
+    got = fill_window((source,), GRID, win, CompositeOptions(resampling="nearest", max_source_px=4 * 256**2))
     differ = (got != reference([tiles], win)).any(axis=0)
     assert got.any() and differ.mean() < 1e-2
     assert np.array_equal(got.any(axis=0), reference([tiles], win).any(axis=0))
-
-
-def test_to_uint8_scaling_and_nan():
-    u16 = np.array([[[0, 255, 256, 65535]]], np.uint16)
-    assert to_uint8(u16, None, 256.0)[0].tolist() == [[0, 0, 1, 255]]
-    assert to_uint8(u16, None, 16.0)[0].tolist() == [[0, 15, 16, 255]]
-    f = np.array([[[np.nan, -3.0, 127.5, 300.0]]], np.float32)
-    out = to_uint8(f, None, 1.0)
-    assert out[0].tolist() == [[0, 0, 128, 255]] and out[1].tolist() == [[0, 255, 255, 255]]
 
 
 def test_float_vrt_and_jpeg_sources(scenes, tmp_path):
@@ -129,14 +119,14 @@ def test_float_vrt_and_jpeg_sources(scenes, tmp_path):
     with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="float32",
                        crs=GRID.crs, transform=GRID.window_transform(Window(0, 0, 64, 64))) as ds:
         ds.write(data)
-    got = read_window(build_index([str(path)], GRID, MosaicOptions(resampling="nearest")).index, GRID, win)
+    got = read_window(build_index([str(path)], GRID, CompositeOptions(resampling="nearest")).index, GRID, win)
     assert not got[:, :16, :64].any() and (got[:, 16:32, :64] == 100).all()
     assert (got[0, 32:64, :64] == 255).all() and not got[:, 64:].any()
     # A VRT is one more GDAL source: the same pixels as the file it wraps.
     a = scenes[2].path
     vrt = tmp_path / "a.vrt"
     rasterio.shutil.copy(a, vrt, driver="VRT")
-    opts = MosaicOptions(resampling="bilinear")
+    opts = CompositeOptions(resampling="bilinear")
     chunk = GRID.chunk_window(next(iter(GRID.chunks_in(GRID.full_window))))
     assert np.array_equal(read_window(build_index([str(vrt)], GRID, opts).index, GRID, chunk),
                           read_window(build_index([str(a)], GRID, opts).index, GRID, chunk))
@@ -157,7 +147,7 @@ def test_float_vrt_and_jpeg_sources(scenes, tmp_path):
             with rasterio.open(out) as src:
                 r, c = (int(tile.stem) - y0) * 256, (int(tile.parent.name) - x0) * 256
                 decoded[:, r:r + 256, c:c + 256] = src.read()
-    index = build_index([str(tmp_path / "jpg")], GRID, MosaicOptions(resampling="nearest"), zoom=17).index
+    index = build_index([str(tmp_path / "jpg")], GRID, CompositeOptions(resampling="nearest"), zoom=17).index
     jpeg = read_window(index, GRID, GRID.full_window)
     as_decoded = Scene(png.path, decoded, np.ones_like(png.valid), png.transform, png.crs)
     assert np.array_equal(jpeg, reference([as_decoded], GRID.full_window))

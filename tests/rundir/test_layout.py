@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from conftest import WORKFLOW, fill_disk, prepared_run
 
 from sinolc_dist.errors import RunDirError
-from sinolc_dist.rundir.layout import RunDir
+from sinolc_dist.rundir.layout import RunDir, check_frozen, setup_logging
 from tests.test_cli import sinolc
 
 HOLD = """
@@ -23,14 +24,20 @@ with RunDir(__import__('pathlib').Path(sys.argv[1])).driver_lock():
 """
 
 
+def _recorded(path, config: dict) -> None:
+    path.write_text(json.dumps(config))
+
+
 def test_freeze_refuses_incompatible_and_accepts_compatible(tmp_path):
-    rd = RunDir(tmp_path).create()
-    rd.freeze({"grid": 1, "cluster": "local"}, frozenset({"cluster"}))
-    merged = rd.freeze({"grid": 1, "cluster": "slurm"}, frozenset({"cluster"}))
+    path = tmp_path / "run.json"
+    assert check_frozen(path, {"grid": 1, "cluster": "local"}, frozenset({"cluster"})) == {
+        "grid": 1, "cluster": "local"}  # nothing recorded yet: the configuration itself
+    _recorded(path, {"grid": 1, "cluster": "local"})
+    merged = check_frozen(path, {"grid": 1, "cluster": "slurm"}, frozenset({"cluster"}))
     assert merged["cluster"] == "slurm"
     with pytest.raises(RunDirError, match=r"grid: 1 -> 2"):
-        rd.freeze({"grid": 2, "cluster": "local"}, frozenset({"cluster"}))
-    assert json.loads(rd.config.read_text())["grid"] == 1
+        check_frozen(path, {"grid": 2, "cluster": "local"}, frozenset({"cluster"}))
+    assert json.loads(path.read_text())["grid"] == 1  # checking writes nothing
 
 
 def test_missing_run_dir_is_a_clear_error(tmp_path):
@@ -56,13 +63,11 @@ def test_second_driver_is_refused_and_dead_lock_taken_over(tmp_path):
 
 
 def test_a_setting_added_later_is_compatible_while_empty(tmp_path):
-    rd = RunDir(tmp_path).create()
-    rd.freeze({"grid": 1}, frozenset())
-    assert rd.freeze({"grid": 1, "imagery": []}, frozenset())["imagery"] == []
-    other = RunDir(tmp_path / "other").create()
-    other.freeze({"grid": 1}, frozenset())
+    path = tmp_path / "run.json"
+    _recorded(path, {"grid": 1})
+    assert check_frozen(path, {"grid": 1, "imagery": []}, frozenset())["imagery"] == []
     with pytest.raises(RunDirError, match="imagery"):
-        other.freeze({"grid": 1, "imagery": ["a.tif"]}, frozenset())
+        check_frozen(path, {"grid": 1, "imagery": ["a.tif"]}, frozenset())
 
 
 def _files(root) -> dict:
@@ -100,3 +105,16 @@ def test_a_status_probe_does_not_refuse_a_starting_driver(tmp_path):
         assert rd.driver_holder()["pid"] == os.getpid()
     release.join()
     assert rd.driver_holder() is None
+
+
+def test_a_process_logs_only_into_the_run_directory_it_drives_now(tmp_path):
+    first, second = RunDir(tmp_path / "a").create(), RunDir(tmp_path / "b").create()
+    log = logging.getLogger("sinolc_dist.test")
+    setup_logging(first)
+    log.info("for the first run")
+    setup_logging(second)
+    setup_logging(second)  # twice: still one line per event
+    log.info("for the second run")
+    a, b = ((r.logs / "driver.log").read_text() for r in (first, second))
+    assert "for the first run" in a and "for the second run" not in a
+    assert b.count("for the second run") == 1

@@ -9,7 +9,7 @@ from conftest import small_grid
 
 from sinolc_dist.errors import InputError
 from sinolc_dist.grid import ChunkId
-from sinolc_dist.imagery.sources import ImageryIndex, MosaicOptions, Source
+from sinolc_dist.imagery.sources import CompositeOptions, ImageryIndex, Source
 from sinolc_dist.regions.region import resolve_region
 from sinolc_dist.rundir.state import DONE, FAILED, NO_IMAGERY, PENDING, ChunkResult, StateStore
 from sinolc_dist.stages.coverage import (
@@ -26,7 +26,7 @@ GRID = small_grid(size=(256, 256), chunk=64)  # 4 x 4 chunks of 64 m
 def index_of(*boxes: tuple[float, float, float, float], crs: str = "EPSG:32650") -> ImageryIndex:
     sources = tuple(Source(f"/img/{i}.tif", "gdal", crs, b, "uint8", (1, 2, 3), None, i)
                     for i, b in enumerate(boxes))
-    return ImageryIndex(GRID, MosaicOptions(), sources)
+    return ImageryIndex(GRID, CompositeOptions(), sources)
 
 
 def chunk_box(row: int, col: int) -> tuple[float, float, float, float]:

@@ -10,10 +10,10 @@ import cloudpickle
 import pytest
 from distributed import Client, LocalCluster
 
-from sinolc_dist.engine.inference import ModelRef, ShardTask
+from sinolc_dist.engine.inference import ModelRef, ShardTask, shard_tasks
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.rundir.state import DONE, FAILED, ChunkResult, StateStore
-from sinolc_dist.stages.dispatch import dispatch, shard_tasks
+from sinolc_dist.stages.dispatch import dispatch
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
 GRID = Grid(chunk=512, block=256, shard=2)

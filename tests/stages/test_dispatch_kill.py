@@ -13,10 +13,10 @@ from conftest import driver_args, recorded_done, run_output, start_driver
 
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.grid import Grid
+from sinolc_dist.rundir.integrity import present_shards
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, StateStore
 from sinolc_dist.stages import infer
-from sinolc_dist.stages.verify import present_shards
 
 KILL_AFTER_DONE = (1, 3, 5, 7, 9)  # five different moments, by chunks recorded done
 

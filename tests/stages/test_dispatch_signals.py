@@ -12,11 +12,10 @@ import pytest
 from conftest import driver_args, recorded_done
 
 from sinolc_dist.errors import Interrupted
-from sinolc_dist.grid import Grid
+from sinolc_dist.rundir.integrity import present_shards
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, StateStore
 from sinolc_dist.stages.dispatch import interruptible
-from sinolc_dist.stages.verify import present_shards
 
 
 def interrupt_run(args: list[str], rundir: RunDir, signum: int, whole_group: bool,
@@ -47,7 +46,7 @@ def interrupt_run(args: list[str], rundir: RunDir, signum: int, whole_group: boo
 
 def written_chunks(rundir: RunDir) -> set:
     """The planned chunks whose shard the output store holds."""
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     with StateStore(rundir.state) as state:
         planned = {r.chunk for r in state.records()}
     return {c for s in present_shards(rundir.output) for c in grid.chunks_in(grid.shard_window(s))

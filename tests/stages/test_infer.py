@@ -9,6 +9,7 @@ import pytest
 import rasterio
 from conftest import SMALL_SCENE, run_output
 
+from sinolc_dist.deliver.cog import CogReport
 from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.errors import ChunkFailures, ConfigError, InputError, RunDirError
 from sinolc_dist.grid import Grid
@@ -16,6 +17,7 @@ from sinolc_dist.legend import SINOLC
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, FAILED, StateStore
 from sinolc_dist.stages import infer, status
+from sinolc_dist.stages.dispatch import RunReport
 
 
 @pytest.mark.slow
@@ -28,7 +30,7 @@ def test_run_resume_and_mosaic(small_run):
     # The mosaic: grid CRS and transform, nodata 0, colour table, pixels equal the store's.
     (cog,) = summary.mosaics
     assert cog.valid
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     with rasterio.open(cog.path) as src:
         assert src.crs == grid.pyproj_crs
         assert src.nodata == 0
@@ -169,3 +171,17 @@ def test_driver_checks_a_gpu_model_without_a_gpu(small_run, tmp_path):
     with pytest.raises(InputError, match="no input imagery"):  # got past the model check
         infer.run(req)
     assert infer.load_workflow(str(wf)).model.device == "cuda"
+
+
+def test_summary_lines_count_speed_mosaics_notes_and_the_log(tmp_path):
+    cog = CogReport(tmp_path / "mosaics" / "420000.tif", 640, 480, 2_500_000, True, [2, 4], 1.5, {})
+    summary = infer.RunSummary(RunDir(tmp_path / "run"), skipped=4,
+                               report=RunReport(done=6, failed=2, seconds=4.0, pixels=400_000),
+                               mosaics=[cog], notes=["2 chunk(s) were recomputed"])
+    assert infer.summary_lines(summary) == [
+        "inference: 6 chunk(s) done, 2 failed, 4 skipped (already done), 4.0 s, 100,000 px/s",
+        f"output store: {tmp_path / 'run' / 'output.zarr'}",
+        f"mosaic: {tmp_path / 'mosaics' / '420000.tif'} (640×480 px, 2.50 MB, COG valid: True)",
+        "note: 2 chunk(s) were recomputed",
+        f"log: {tmp_path / 'run' / 'logs' / 'driver.log'}",
+    ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import small_grid
 
-from sinolc_dist.errors import InputError, RunDirError
+from sinolc_dist.errors import ConfigError, InputError, RunDirError
 from sinolc_dist.rundir import stores
 from sinolc_dist.rundir.layout import RunDir, setup_logging
 from sinolc_dist.rundir.state import StateStore
@@ -21,6 +21,7 @@ from sinolc_dist.stages.lifecycle import (
     RUNNING,
     DriverRecord,
     driver_session,
+    mosaic_command,
     mosaic_stage,
     read_record,
 )
@@ -72,6 +73,19 @@ def test_mosaic_stage_failure_is_logged(rundir):
         mosaic_stage(rundir)
     log = _log(rundir)
     assert "mosaic stage: started" in log and "mosaic stage: failed: " in log
+
+
+def test_mosaic_command_opens_its_own_log(tmp_path):
+    rundir = RunDir(tmp_path / "run").create()  # no log set up by the caller, as from the CLI
+    with pytest.raises(RunDirError, match="not a run directory"):
+        mosaic_command(rundir)
+    assert "mosaic stage: failed: " in _log(rundir)
+
+
+def test_mosaic_command_refuses_an_unknown_profile_before_the_stage(rundir):
+    with pytest.raises(ConfigError, match="no-such-profile"):
+        mosaic_command(rundir, "no-such-profile")
+    assert "mosaic stage: started" not in _log(rundir)
 
 
 def test_run_stopped_by_an_error_is_in_the_log(small_run):

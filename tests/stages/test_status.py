@@ -11,14 +11,14 @@ import time
 import pytest
 from conftest import done_count, small_grid, start_driver
 
-from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.grid import ChunkId, Grid, ShardId
 from sinolc_dist.imagery.pixels import SourceReadError
+from sinolc_dist.rundir.integrity import present_shards
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, FAILED, PENDING, ChunkResult, StateStore
 from sinolc_dist.stages import infer
 from sinolc_dist.stages.lifecycle import RUNNING, VANISHED
 from sinolc_dist.stages.status import error_cause, status, status_lines
-from sinolc_dist.stages.verify import present_shards
 
 GRID = small_grid()
 CHUNKS = sorted(GRID.chunks_in(GRID.full_window))  # 5 × 5
@@ -99,7 +99,7 @@ def test_pending_chunks_say_their_ingest_failed(tmp_path):
     assert any("2 ingest failed, 1 not ingested" in line for line in status_lines(report))
 
 
-def _unrecorded_shards(con: sqlite3.Connection, rundir: RunDir, grid: Grid) -> set[ChunkId]:
+def _unrecorded_shards(con: sqlite3.Connection, rundir: RunDir, grid: Grid) -> set[ShardId]:
     """Output shards written whose chunks are not recorded done."""
     rows = con.execute("SELECT row, col FROM chunks WHERE status = 'done'").fetchall()
     return present_shards(rundir.output) - {grid.shard_of(ChunkId(r, c)) for r, c in rows}
@@ -119,7 +119,7 @@ def test_status_after_sigkill_then_resume(small_run_one_chunk_tasks):
     live = status(rundir.root)
     assert live.driver.alive and live.driver.pid == proc.pid
     assert live.driver.last is not None and live.driver.last.end == RUNNING
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     while not _unrecorded_shards(con, rundir, grid) and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 
 from sinolc_dist.cluster.core import open_cluster
 from sinolc_dist.errors import InputError
-from sinolc_dist.grid import ChunkId, Grid
+from sinolc_dist.grid import ChunkId, Grid, ShardId
 from sinolc_dist.rundir import stores
+from sinolc_dist.rundir.integrity import check_shards, present_shards, stale_chunks
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, PENDING, StateStore
 from sinolc_dist.stages import infer
-from sinolc_dist.stages.verify import check_shards, present_shards, stale_chunks, verify_run
+from sinolc_dist.stages.verify import on_cluster, verify_run
 from sinolc_dist.stages.workflow import load_profile
 
 #: Verification reads shards only: an in-process cluster starts in a moment.
@@ -47,10 +48,10 @@ def copy_run(finished: dict, tmp_path: Path) -> tuple[RunDir, infer.RunRequest, 
     rundir = RunDir(tmp_path / "run")
     shutil.copytree(finished["rundir"].root, rundir.root)
     req = infer.RunRequest(**{**finished["req"].__dict__, "run_dir": rundir.root, "mosaic": False})
-    return rundir, req, Grid.from_dict(rundir.read_config()["grid"])
+    return rundir, req, rundir.read_config().grid
 
 
-def shard_file(rundir: RunDir, sid: ChunkId) -> Path:
+def shard_file(rundir: RunDir, sid: ShardId) -> Path:
     return rundir.output / stores.OUTPUT_ARRAY / "c" / str(sid.row) / str(sid.col)
 
 
@@ -60,7 +61,7 @@ def flip(path: Path, pos: int, bit: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-def done_in(rundir: RunDir, grid: Grid, sid: ChunkId) -> set[ChunkId]:
+def done_in(rundir: RunDir, grid: Grid, sid: ShardId) -> set[ChunkId]:
     with StateStore(rundir.state) as state:
         return {c for c in state.chunk_ids(DONE) if grid.shard_of(c) == sid}
 
@@ -157,7 +158,8 @@ def test_damage_in_a_small_sample_widens_to_every_shard(finished, tmp_path):
         return open_cluster(kind, profile, rundir.root)
 
     with StateStore(rundir.state) as state:
-        stale = stale_chunks(state, grid, rundir.output, sample=1, seed=0, widen_on=widen_on)
+        stale = stale_chunks(state, grid, rundir.output, sample=1, seed=0,
+                             widen=lambda: on_cluster(widen_on, grid, rundir.output))
         assert sorted(stale) == state.chunk_ids(DONE)  # set pending by the caller
     assert clusters == ["local"]  # the widened check ran on the cluster, once
     assert not present_shards(rundir.output)  # every unreadable file moved aside
@@ -206,7 +208,7 @@ def test_an_unreadable_confidence_shard_is_moved_aside_and_recomputed(tmp_path, 
                                                                           "confidence: true}"))
     rundir, req = run["rundir"], infer.RunRequest(**{**run["req"].__dict__, "mosaic": False})
     infer.run(req)
-    grid = Grid.from_dict(rundir.read_config()["grid"])
+    grid = rundir.read_config().grid
     conf = rundir.output / stores.CONFIDENCE_ARRAY
     window = run["scene"].window
     before = stores.read_window(stores.confidence_array(rundir.output, grid), window)
