@@ -30,7 +30,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,7 +335,8 @@ def setup_logging(rundir: RunDir) -> None:
     target = str((rundir.logs / "driver.log").resolve())
     for old in [h for h in logger.handlers if isinstance(h, _DriverLog) and h.baseFilename != target]:
         logger.removeHandler(old)
-        old.close()
+        with suppress(OSError):  # its disk may be full: its last buffered line is dropped, as any is
+            old.close()
     if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
         handler = _DriverLog(target)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

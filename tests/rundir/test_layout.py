@@ -118,3 +118,15 @@ def test_a_process_logs_only_into_the_run_directory_it_drives_now(tmp_path):
     a, b = ((r.logs / "driver.log").read_text() for r in (first, second))
     assert "for the first run" in a and "for the second run" not in a
     assert b.count("for the second run") == 1
+
+
+def test_moving_on_from_a_run_directory_on_a_full_disk_drops_its_last_lines(tmpfs, tmp_path):
+    full, other = RunDir(tmpfs / "run").create(), RunDir(tmp_path / "other").create()
+    log = logging.getLogger("sinolc_dist.test")
+    setup_logging(full)
+    fill_disk(tmpfs)
+    for _ in range(50):  # refused by the full disk: dropped, buffered bytes may remain
+        log.info("x" * 100)
+    setup_logging(other)  # closing the full disk's log must not raise
+    log.info("on the other disk")
+    assert "on the other disk" in (other.logs / "driver.log").read_text()
