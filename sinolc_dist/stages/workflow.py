@@ -27,7 +27,7 @@ from sinolc_dist.models import DEMO_CHECKPOINT
 from sinolc_dist.models.checkpoint import ModelSpec, file_sha256, load_checkpoint
 from sinolc_dist.models.loader import ModelRef
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # sinolc_dist/, beside the repo's workflows/ and cluster/
 _SEARCH = {
     "workflows": [Path("workflows"), _PACKAGE / "_bundled" / "workflows", _PACKAGE.parent / "workflows"],
     "cluster": [Path("cluster"), _PACKAGE / "_bundled" / "cluster", _PACKAGE.parent / "cluster"],

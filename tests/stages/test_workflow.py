@@ -9,7 +9,14 @@ import pytest
 
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.models.loader import ModelRef
-from sinolc_dist.stages.workflow import ModelChoice, ModelOptions, load_workflow, model_ref, parse_overrides
+from sinolc_dist.stages.workflow import (
+    ModelChoice,
+    ModelOptions,
+    load_profile,
+    load_workflow,
+    model_ref,
+    parse_overrides,
+)
 
 
 @pytest.mark.parametrize("name", ["demo", "cn", "cn-geographic", "paraformer", "cn-paraformer"])
@@ -146,3 +153,9 @@ def test_bad_configuration_fails_before_the_run_directory_is_touched(tmp_path, o
     for needle in needles:
         assert needle in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_shipped_workflows_and_profiles_are_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./workflows or ./cluster here: the package's own copies
+    assert load_workflow("demo").grid.chunk > 0
+    assert load_profile("local")[0] == "local"
