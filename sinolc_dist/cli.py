@@ -38,6 +38,12 @@ CLUSTER = click.option(
     help="Cluster profile: a name in cluster/ (local, slurm, pbs, sge) or a .yaml path. "
          "[default: local]",
 )
+ORDER = click.option(
+    "--order", default=None,
+    help="Dispatch order: 'province' (smallest province first), 'row-major', or provinces to do "
+         "first (adcodes or names, comma-separated; the rest follow smallest first). "
+         "[default: the workflow's run.order, province]",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,14 +97,18 @@ def demo(run_dir: Path, cluster: str | None) -> None:
               help="Read these files directly instead of an ingested input store (as for `ingest`: "
                    "a quoted glob, a list file, a VRT or an XYZ tile directory; repeatable).")
 @click.option("--zoom", type=click.IntRange(0, 24), default=None, help="Zoom of an XYZ tile directory.")
-@click.option("--no-mosaic", is_flag=True, help="Skip the mosaic stage at the end.")
+@ORDER
+@click.option("--no-mosaic", is_flag=True, help="Deliver nothing: no provincial COGs, statistics or VRT.")
 def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoint: str | None,
         arch: str | None, width: int | None, plugin: str | None, kwargs: tuple[str, ...],
         overrides: tuple[str, ...], boundaries: str | None, imagery: tuple[str, ...], zoom: int | None,
-        no_mosaic: bool) -> None:
+        order: str | None, no_mosaic: bool) -> None:
     """Start or resume a run: plan, infer every pending chunk, mosaic.
 
     Finished chunks are skipped, so the same command resumes after any failure.
+    Chunks go out province by province (`--order`); each province's COG, statistics,
+    quicklook and the national VRT are delivered as soon as its last chunk is done,
+    while the other provinces are still being classified.
     Exits 1 when chunks failed (rerun them with `sinolc-dist rerun --failed`) or were left
     pending without ingested imagery; the error names each reason.
     A state_dict trained with the SinoLC-1 authors' code runs as saved:
@@ -107,7 +117,7 @@ def run(region: str, workflow: str, cluster: str | None, run_dir: Path, checkpoi
     req = infer.RunRequest(run_dir, region, workflow, cluster or "local", checkpoint,
                               boundaries, mosaic=not no_mosaic,
                               model=model_choice(arch, width, plugin, kwargs, overrides),
-                              imagery=imagery, zoom=zoom)
+                              imagery=imagery, zoom=zoom, order=order)
     run_with_progress(infer.summary_lines, infer.run, req)
 
 
@@ -284,12 +294,13 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
               help="Walltime of the driver job (resubmit to resume a run that outlives it).")
 @click.option("--driver-queue", default=None,
               help="Queue/partition of the driver job [default: the profile's queue].")
+@ORDER
 @click.option("--dry-run", is_flag=True,
               help="Print the driver's batch script and a worker's job script; submit nothing.")
 def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: str | None,
            arch: str | None, width: int | None, plugin: str | None, kwargs: tuple[str, ...],
            overrides: tuple[str, ...], boundaries: str | None, driver_walltime: str,
-           driver_queue: str | None, dry_run: bool) -> None:
+           driver_queue: str | None, order: str | None, dry_run: bool) -> None:
     """Run the driver itself as a batch job (sbatch/qsub), so a long run needs no login shell.
 
     Writes <run-dir>/driver.<scheduler>.sh (which runs `sinolc-dist run` with these
@@ -299,7 +310,7 @@ def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: 
     from sinolc_dist.stages import submit as submitting
 
     req = infer.RunRequest(run_dir, region, workflow, cluster, checkpoint, boundaries,
-                              model=model_choice(arch, width, plugin, kwargs, overrides))
+                              model=model_choice(arch, width, plugin, kwargs, overrides), order=order)
     if dry_run:
         driver, worker = submitting.preview(req, driver_walltime, driver_queue)
         click.echo(f"# ---- driver job script (would be written to {run_dir}/driver.<scheduler>.sh)")

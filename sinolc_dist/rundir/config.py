@@ -19,8 +19,9 @@ from sinolc_dist.errors import ConfigError, RunDirError
 from sinolc_dist.grid import Grid
 from sinolc_dist.legend import SINOLC, Legend
 
-#: A key written only when set (a run id given by the user in run.json).
-_OPTIONAL = ("run_id",)
+#: Keys written only when set (a run id given by the user in run.json; the dispatch order, recorded
+#: since runs dispatch province by province).
+_OPTIONAL = ("run_id", "order")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class RunConfig:
     ``model`` is the frozen model entry as recorded (the workflow's ``model:``
     section with the checkpoint resolved and its ``sha256``): it names the
     weights in every output, so it travels as recorded.  ``cluster``,
-    ``retries`` and ``max_in_flight`` may change when a run is resumed; the
+    ``retries``, ``max_in_flight`` and ``order`` may change when a run is resumed; the
     rest is fixed for the run directory's life.
     """
 
@@ -48,6 +49,8 @@ class RunConfig:
     #: The COGs' CRS (``grid`` or e.g. ``EPSG:4326``); ``None`` for runs that recorded none (the grid's).
     mosaic_crs: str | None = None
     run_id: str | None = None
+    #: The dispatch order in force (``province``, ``row-major`` or adcodes); may change on resume.
+    order: str | None = None
     #: Keys of run.json this version does not know, kept as they are.
     extra: Mapping[str, Any] = field(default_factory=dict)
 

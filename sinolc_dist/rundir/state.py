@@ -183,14 +183,31 @@ class StateStore:
             args = (status,)
         return [ChunkId(r, c) for r, c in self._db.execute(sql + " ORDER BY row, col", args)]
 
-    def records(self) -> Iterator[ChunkRecord]:
-        """Every chunk's record, in (row, col) order."""
+    def records(self, province: str | None = None) -> Iterator[ChunkRecord]:
+        """Every chunk's record (or those of one province, by adcode), in (row, col) order.
+
+        A province's records are selected by SQLite, so delivering one province
+        of a national run does not read the other chunks into Python.
+        """
+        where, args = ("WHERE ',' || provinces || ',' LIKE ?", (f"%,{province},%",)) if province else ("", ())
         for row, col, prov, status, attempts, error, checksum, coverage in self._db.execute(
             "SELECT row, col, provinces, status, attempts, error, checksum, coverage FROM chunks "
-            "ORDER BY row, col"
+            f"{where} ORDER BY row, col", args
         ):
             yield ChunkRecord(ChunkId(row, col), tuple(p for p in prov.split(",") if p),
                               status, attempts, error, checksum, coverage)
+
+    def provinces_of(self, chunks: Iterable[ChunkId]) -> dict[ChunkId, tuple[str, ...]]:
+        """The provinces (adcodes) of given chunks (a flush's results), asked in batches of 500."""
+        ids = [c.key for c in chunks]
+        out: dict[ChunkId, tuple[str, ...]] = {}
+        for start in range(0, len(ids), 500):
+            batch = ids[start:start + 500]
+            for row, col, prov in self._db.execute(
+                f"SELECT row, col, provinces FROM chunks WHERE id IN ({','.join('?' * len(batch))})", batch
+            ):
+                out[ChunkId(row, col)] = tuple(p for p in prov.split(",") if p)
+        return out
 
     def status_groups(self) -> Iterator[tuple[tuple[str, ...], str, int]]:
         """``(provinces, status, chunks)`` for each group of chunks sharing both.

@@ -133,9 +133,11 @@ class Dispatcher(Generic[T]):
         finish: Callable[[T, Any], list[ChunkResult]] | None = None,
         resources: dict[str, float] | None = None,
         on_progress: Callable[[RunReport], None] = lambda r: None,
+        on_record: Callable[[list[ChunkResult]], None] = lambda results: None,
     ) -> None:
         self.client, self.state, self.retries, self.max_in_flight = client, state, retries, max_in_flight
         self.work, self.finish, self.resources, self.on_progress = work, finish, resources, on_progress
+        self.on_record = on_record
         self.report = RunReport()
         self._attempts: dict[ChunkId, int] = defaultdict(int)
         self._queue: Iterator[T] = iter(())
@@ -220,10 +222,15 @@ class Dispatcher(Generic[T]):
         return False
 
     def flush(self) -> None:
-        """Record the queued results in the state and report progress (time so far included)."""
+        """Record the queued results in the state, pass them to ``on_record``, report progress.
+
+        ``on_record`` sees each batch once it is in the state (the run's
+        streamed delivery releases the provinces it completes).
+        """
         if self._pending:
-            self.state.record(self._pending)
-            self._pending.clear()
+            recorded, self._pending = self._pending, []
+            self.state.record(recorded)
+            self.on_record(recorded)
         self._last_flush = time.time()
         self.report.seconds = time.time() - self._t_start
         self.on_progress(self.report)

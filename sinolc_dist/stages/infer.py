@@ -28,6 +28,7 @@ from sinolc_dist.imagery import CompositeOptions, ImageryIndex, build_index
 from sinolc_dist.legend import Legend, load_legend
 from sinolc_dist.models.checkpoint import ModelSpec
 from sinolc_dist.models.loader import ModelRef, check_model
+from sinolc_dist.regions.order import PROVINCE, ROW_MAJOR, dispatch_groups, parse_order, province_ranks
 from sinolc_dist.regions.plan import make_plan, record_plan
 from sinolc_dist.regions.region import Region, resolve_region
 from sinolc_dist.rundir import stores
@@ -38,6 +39,7 @@ from sinolc_dist.rundir.state import DONE, FAILED, NO_IMAGERY, PENDING, StateSto
 from sinolc_dist.stages.coverage import apply_run_coverage, require_overlap, run_index
 from sinolc_dist.stages.dispatch import Dispatcher, RunReport
 from sinolc_dist.stages.lifecycle import mosaic_stage
+from sinolc_dist.stages.release import Release
 from sinolc_dist.stages.stage import Stage, StageSummary
 from sinolc_dist.stages.verify import on_cluster
 from sinolc_dist.stages.workflow import ModelChoice, Workflow, load_profile, load_workflow
@@ -45,7 +47,7 @@ from sinolc_dist.stages.workflow import model_ref as model_ref_from
 
 log = logging.getLogger("sinolc_dist")
 #: Settings that may change when a run is resumed; anything else must match.
-COMPATIBLE = frozenset({"cluster", "retries", "max_in_flight"})
+COMPATIBLE = frozenset({"cluster", "retries", "max_in_flight", "order"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class RunRequest:
     model: ModelChoice = field(default_factory=ModelChoice)
     imagery: tuple[str, ...] = ()
     zoom: int | None = None
+    #: The dispatch order (``run.order``); ``None`` takes the workflow's.
+    order: str | None = None
 
 
 @dataclass
@@ -87,13 +91,14 @@ def summary_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
-def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any], legend: Legend) -> RunConfig:
+def _frozen_config(req: RunRequest, wf: Workflow, model: dict[str, Any], legend: Legend,
+                   region: Region) -> RunConfig:
     """The configuration a run freezes in ``run.json``: what it was asked, resolved by the workflow."""
     return RunConfig(
         grid=wf.grid, workflow=req.workflow, model=model, legend=legend, region=req.region,
         boundaries=req.boundaries, imagery=tuple(str(Path(p).expanduser().absolute()) for p in req.imagery),
         zoom=req.zoom, cluster=req.cluster, retries=wf.run.retries, max_in_flight=wf.run.max_in_flight,
-        mosaic_crs=wf.mosaic_crs,
+        mosaic_crs=wf.mosaic_crs, order=parse_order(req.order or wf.run.order, region.provinces),
     )
 
 
@@ -158,7 +163,7 @@ def check_run(req: RunRequest) -> CheckedRun:
     model_ref = model_ref_from(model, torch_threads(settings))
     spec, model_notes = check_model(model_ref, wf.grid)
     imagery = _direct_imagery(req, wf.grid, len(spec.bands))
-    frozen = _frozen_config(req, wf, model, load_legend(spec.legend))
+    frozen = _frozen_config(req, wf, model, load_legend(spec.legend), region)
     # A run directory started otherwise is refused here as `run` would refuse it.
     check_frozen(RunDir(Path(req.run_dir)).config, frozen.to_dict(), COMPATIBLE)
     index = run_index(req.run_dir, imagery)  # the imagery must meet the region: checked before any write
@@ -185,6 +190,8 @@ class InferStage(Stage[RunSummary]):
         self.failed_before = 0
         self.waiting: set[ChunkId] = set()
         self.left_waiting: set[ChunkId] = set()
+        self.groups: list[list[ChunkId]] = []
+        self.release: Release | None = None
 
     @property
     def state_path(self) -> Path:
@@ -281,29 +288,56 @@ class InferStage(Stage[RunSummary]):
             )
         log.info("run %s: %d planned, %d done, %d to do", self.rundir.root, summary.planned,
                  counts[DONE], len(todo))
-        return todo
+        return self._ordered(state, todo)
+
+    def _ordered(self, state: StateStore, todo: list[ChunkId]) -> list[ChunkId]:
+        """``todo`` in the run's dispatch order, its groups of whole shards kept for :meth:`tasks`."""
+        order = self.config.order or PROVINCE
+        ranks = province_ranks(order, (r.provinces for r in state.records()))
+        self.groups = dispatch_groups(self.grid, order, todo,
+                                      ((r.chunk, r.provinces) for r in state.records()), ranks)
+        if order != ROW_MAJOR and len(self.groups) > 1:
+            names = {p.adcode: p.name_en for p in self.checked.region.provinces}
+            first = sorted(ranks, key=ranks.__getitem__)[:5]
+            log.info("dispatch order %s: %d group(s) of whole shards, provinces first: %s", order,
+                     len(self.groups), ", ".join(names.get(c, c) for c in first))
+        return [cid for group in self.groups for cid in group]
 
     def on_cluster(self, client: Client) -> None:
         """Log the workers' engine events (model loads, patch sizes) in the driver log."""
         client.subscribe_topic(ENGINE_TOPIC, lambda event: log.info("worker %s", event[1]))
 
     def tasks(self, todo: list[ChunkId]) -> Iterator[ShardTask]:
-        """One inference task per output shard."""
-        return shard_tasks(self.grid, todo, str(self.rundir.input), str(self.rundir.output),
-                           self.checked.model_ref, self.checked.imagery)
+        """One inference task per output shard, group after group of the dispatch order (``todo``'s)."""
+        for group in self.groups:
+            yield from shard_tasks(self.grid, group, str(self.rundir.input), str(self.rundir.output),
+                                   self.checked.model_ref, self.checked.imagery)
 
     def dispatcher(self, client: Client, state: StateStore,
                    on_progress: Callable[[RunReport], None]) -> Dispatcher[ShardTask]:
-        """Compute on a worker (a GPU where the profile has them), then write on the same worker."""
+        """Compute on a worker (a GPU where the profile has them), then write on the same worker.
+
+        Unless the run delivers nothing (``--no-mosaic``), each province is
+        released as the state records its last chunk (:class:`Release`).
+        """
+        self.release = Release(self.rundir, state, client) if self.req.mosaic else None
         return Dispatcher(client, state, self.config.retries, self.config.max_in_flight,
                           work=compute_shard, finish=write_shard, resources=task_resources(self.settings),
-                          on_progress=on_progress)
+                          on_progress=on_progress,
+                          on_record=self.release.recorded if self.release else lambda results: None)
 
     def deliver(self, summary: RunSummary, client: Client | None) -> None:
-        """The mosaic stage: provinces in parallel on the run's own cluster, or (nothing computed) here."""
-        if self.req.mosaic:  # with no client only stale or missing files are written
-            summary.mosaics, notes = mosaic_stage(self.rundir, client=client)
-            summary.notes.extend(notes)
+        """The provinces released during dispatch, then the mosaic stage for the rest on the same cluster.
+
+        With nothing computed (``client`` ``None``) the stage runs here and
+        writes only missing or stale files.
+        """
+        if not self.req.mosaic:
+            return
+        streamed = self.release.finish() if self.release else []
+        summary.mosaics, notes = mosaic_stage(self.rundir, client=client)
+        summary.mosaics = streamed + summary.mosaics
+        summary.notes.extend(notes)
 
     def unfinished(self, summary: RunSummary) -> str:
         """Chunks failed now, failed earlier, or left waiting for imagery: one reason each."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from sinolc_dist.errors import RunDirError
 from sinolc_dist.grid import Grid
 from sinolc_dist.imagery.pixels import failing_path
+from sinolc_dist.regions.provinces import PROVINCES
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import FAILED as CHUNK_FAILED
 from sinolc_dist.rundir.state import PENDING, STATUSES, StateStore
@@ -85,6 +86,37 @@ class StatusReport:
     eta_hours: float | None = None
     updated: float = field(default_factory=time.time)
     coverage: list[ProvinceCoverage] = field(default_factory=list)
+    delivered: list[Delivery] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A province's COG in the run directory: where, and whether it holds every chunk as now recorded.
+
+    ``current`` is false when chunks of the province are not done or finished
+    after the file was written (a run releases it again when they are).
+    """
+
+    adcode: str
+    name: str
+    path: str
+    current: bool
+
+
+def deliveries(rundir: RunDir, provinces: dict[str, dict[str, int]],
+               last_done: dict[str, float]) -> list[Delivery]:
+    """The provincial COGs present, in adcode order, each marked current or not."""
+    out = []
+    for code in sorted(provinces):
+        prov = PROVINCES.get(code)
+        path = rundir.mosaic(code, prov.name_en) if prov else None
+        if path is None or not path.exists():
+            continue
+        counts = provinces[code]
+        complete = not counts.get(PENDING, 0) and not counts.get(CHUNK_FAILED, 0)
+        out.append(Delivery(code, prov.name_en, str(path),
+                            complete and path.stat().st_mtime >= last_done.get(code, 0.0)))
+    return out
 
 
 def error_cause(error: str) -> tuple[str, str | None]:
@@ -164,17 +196,21 @@ def status(run_dir: Path) -> StatusReport:
         rate, _ = state.throughput()
         pending = set(state.chunk_ids(PENDING)) if stage == "run" and rundir.ingest_state.exists() else set()
         coverage = region_coverage(rundir, state)
+        last_done = state.last_finished() if stage == "run" else {}
     waiting: dict[str, int] = {}
     if pending:
         waiting, ingest_groups = _waiting_for_ingest(rundir, pending)
         groups.update(ingest_groups)
+    counts = {k: dict(v) for k, v in provinces.items()}
+    delivered = deliveries(rundir, counts, last_done) if stage == "run" else []
     running_here = driver.alive and (driver.last is None or driver.last.stage == stage)
     per_hour = rate * 3600 if running_here else 0.0
     return StatusReport(
-        stage, dict(total), {k: dict(v) for k, v in provinces.items()},
+        stage, dict(total), counts,
         [ErrorGroup(*key, n) for key, n in groups.most_common(MAX_GROUPS)], driver, recomputed, waiting,
         chunks_per_hour=per_hour, km2_per_hour=per_hour * grid.nominal_chunk_km2,
         eta_hours=total[PENDING] / per_hour if per_hour and total[PENDING] else None, coverage=coverage,
+        delivered=delivered,
     )
 
 
@@ -195,10 +231,23 @@ def status_lines(report: StatusReport) -> list[str]:
         lines.append(f"pending chunks waiting for their imagery: {why} (see the ingest errors below; "
                      "finish `sinolc-dist ingest` and run again)")
     lines += coverage_lines(report.coverage)
+    lines += _delivery_lines(report)
     if report.errors:
         lines.append("errors by cause and file (failed chunks):")
     lines += [f"  {g.chunks} × [{g.stage}] {g.cause}" + (f" — file {g.file}" if g.file else "")
               for g in report.errors]
+    return lines
+
+
+def _delivery_lines(report: StatusReport) -> list[str]:
+    """Which provinces are delivered and where their files are (``status`` of a run)."""
+    if report.stage != "run":
+        return []
+    current = [d for d in report.delivered if d.current]
+    lines = [f"provinces delivered: {len(current)} of {len(report.provinces)}"]
+    lines += [f"  {d.name} ({d.adcode}): {d.path}" + ("" if d.current else " (older than its chunks: "
+                                                       "released again when they are done)")
+              for d in report.delivered]
     return lines
 
 

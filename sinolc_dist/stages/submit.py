@@ -104,7 +104,8 @@ def render_driver_script(kind: str, settings: dict[str, Any], req: RunRequest,
     rundir = RunDir(Path(req.run_dir).resolve())
     args = ["run", "--region", req.region, "--workflow", req.workflow, "--cluster", req.cluster,
             "--run-dir", str(rundir.root)]
-    for flag, value in (("--checkpoint", req.checkpoint), ("--boundaries", req.boundaries)):
+    for flag, value in (("--checkpoint", req.checkpoint), ("--boundaries", req.boundaries),
+                        ("--order", req.order)):
         if value:
             args += [flag, value]
     args += req.model.flags()

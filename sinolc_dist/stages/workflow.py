@@ -85,10 +85,11 @@ def _check_keys(path: Path, section: str, data: dict[str, Any], allowed: set[str
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How the driver dispatches: retries and the in-flight bound."""
+    """How the driver dispatches: retries, in-flight bound, order (:mod:`sinolc_dist.regions.order`)."""
 
     retries: int = 2
     max_in_flight: int = 8
+    order: str = "province"
 
     def __post_init__(self) -> None:
         for key, low in (("retries", 0), ("max_in_flight", 1)):

@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster
 from sinolc_dist.engine.inference import ModelRef, ShardTask, shard_tasks
 from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.rundir.state import DONE, FAILED, ChunkResult, StateStore
-from sinolc_dist.stages.dispatch import dispatch
+from sinolc_dist.stages.dispatch import Dispatcher, dispatch
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
 GRID = Grid(chunk=512, block=256, shard=2)
@@ -97,3 +97,19 @@ def test_worker_dying_mid_chunk_costs_only_that_task(client, tmp_path):
         assert report.done == 16
         assert report.failed == 0
         assert state.count()[DONE] == 16
+
+
+@pytest.mark.slow
+def test_on_record_sees_each_final_result_once_after_it_is_in_the_state(client, tmp_path):
+    seen: list[ChunkResult] = []
+    with _state(tmp_path) as state:
+
+        def recorded(results: list[ChunkResult]) -> None:
+            in_state = {r.chunk: r.status for r in state.records()}
+            assert all(in_state[r.chunk] == (DONE if r.ok else FAILED) for r in results)
+            seen.extend(results)
+
+        tasks = shard_tasks(GRID, CHUNKS, str(tmp_path), "out", ModelRef("x"))
+        Dispatcher(client, state, retries=1, max_in_flight=2, work=flaky, on_record=recorded).run(tasks)
+    assert sorted(r.chunk for r in seen) == CHUNKS  # the retried chunk's first failure is not final
+    assert [r.ok for r in seen if r.chunk == ChunkId(101, 201)] == [False]

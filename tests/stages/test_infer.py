@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from sinolc_dist.demo.run import prepare_demo
 from sinolc_dist.errors import ChunkFailures, ConfigError, InputError, RunDirError
 from sinolc_dist.grid import Grid
 from sinolc_dist.legend import SINOLC
+from sinolc_dist.regions.region import resolve_region
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, FAILED, StateStore
 from sinolc_dist.stages import infer, status
@@ -79,10 +81,29 @@ def test_failed_chunks_then_rerun(small_run):
 def test_incompatible_resume_is_refused(small_run, tmp_path):
     rundir, req = small_run["rundir"], small_run["req"]
     wf = infer.load_workflow(req.workflow)
-    rundir.freeze(infer._frozen_config(req, wf, wf.model.identify(), SINOLC), infer.COMPATIBLE)
+    rundir.freeze(infer._frozen_config(req, wf, wf.model.identify(), SINOLC, resolve_region(req.region)),
+                  infer.COMPATIBLE)
     other = infer.RunRequest(rundir.root, "bbox:113,30,114,31", req.workflow, req.cluster)
     with pytest.raises(RunDirError, match="region"):
         infer.run(other)
+
+
+def test_an_order_naming_a_province_outside_the_run_fails_before_any_write(small_run, tmp_path):
+    req = replace(small_run["req"], run_dir=tmp_path / "never", order="Xinjiang")
+    with pytest.raises(ConfigError, match=r"run\.order: 新疆维吾尔自治区|run\.order: .*Xinjiang.* is not in"):
+        infer.run(req)
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_order_is_recorded_and_may_change_on_resume(small_run):
+    req = small_run["req"]
+    (prov,) = infer.check_run(req).region.provinces
+    first = infer.check_run(replace(req, order=prov.name_en)).config
+    assert first.order == prov.adcode and infer.check_run(req).config.order == "province"
+    rundir = small_run["rundir"]
+    rundir.freeze(first, infer.COMPATIBLE)
+    assert rundir.freeze(infer.check_run(replace(req, order="row-major")).config,
+                         infer.COMPATIBLE).order == "row-major"
 
 
 def test_missing_input_is_a_clear_error(tmp_path, small_run):
