@@ -131,9 +131,10 @@ def write_failure(dst: Path, exc: BaseException, caught: list[str], classes: zar
     and roughly what the file needs (:func:`_stored_bytes`), so the user knows
     how much to free.
     """
-    if caught:
+    if caught:  # libtiff's function name ("_tiffWriteProc: ") says nothing to the user
         more = len(caught) - 1
-        detail = caught[0].rstrip(".") + (f", and {more} more GDAL message(s)" if more else "")
+        first = _LIBTIFF.sub(b"", caught[0].encode()).decode()
+        detail = first.rstrip(".") + (f", and {more} more GDAL message(s)" if more else "")
     else:
         detail = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
     free = ", ".join(f"{f} has {_size(shutil.disk_usage(f).free)} free" for f in dict.fromkeys(folders))

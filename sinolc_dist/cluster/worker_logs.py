@@ -15,6 +15,13 @@ from typing import Any
 from distributed import WorkerPlugin
 
 
+class _QuietFile(logging.FileHandler):
+    """A log file where a line that cannot be written (a full disk) is lost without a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Drop the line quietly: a ``--- Logging error ---`` traceback would reach the driver's terminal."""
+
+
 class WorkerLogFile(WorkerPlugin):
     """Sends a local worker process's log to ``<logs>/workers/local-<name>.log``.
 
@@ -30,7 +37,7 @@ class WorkerLogFile(WorkerPlugin):
         """Replace the worker process's terminal handlers with one file handler."""
         path = Path(self.folder) / f"local-{worker.name}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _QuietFile(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
         names = [None, *logging.root.manager.loggerDict]
         loggers = [logging.getLogger(n) for n in names]

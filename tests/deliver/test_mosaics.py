@@ -23,6 +23,7 @@ import shapely
 from click.testing import CliRunner
 from conftest import CLUSTER, WORKFLOW, fill_disk, prepared_run
 from distributed import Client, LocalCluster, get_task_stream
+from rio_cogeo.cogeo import cog_validate
 
 from sinolc_dist.cli import cli
 from sinolc_dist.deliver.catalog import chunk_ranges
@@ -360,9 +361,11 @@ def test_a_disk_that_fills_during_the_mosaic_is_one_line(tmpfs, tmp_path, grid, 
 
 
 @pytest.mark.slow
-def test_a_disk_that_fills_before_runs_mosaic_stage_is_one_error(tmpfs, random_checkpoint, capfd):
+def test_a_disk_that_fills_as_runs_province_is_delivered_is_one_error(tmpfs, random_checkpoint, capfd):
     """Issue 15: a disk filling during `run`'s mosaic stage (provinces as tasks on the run's cluster)
-    ended with exit 1, a traceback and distributed's "Compute Failed"."""
+    ended with exit 1, a traceback and distributed's "Compute Failed".  Since issue 17 the province
+    is released as its last chunk is recorded, so the disk fills while its COG (or, if the COG was
+    quicker, its quicklook) is being written."""
     req = prepared_run(tmpfs, WORKFLOW % random_checkpoint)["req"]
     rundir = RunDir(req.run_dir)
 
@@ -370,12 +373,16 @@ def test_a_disk_that_fills_before_runs_mosaic_stage_is_one_error(tmpfs, random_c
         if report.done == total:  # recorded: a COG (28 KB, and its staging files) cannot fit
             fill_disk(tmpfs, leave=16 << 10)
 
-    with pytest.raises(InputError, match=r"^writing .*\.tif failed \(.* [KM]iB free; the file needs roughly"):
+    with pytest.raises(InputError, match=r"^(writing .*\.tif failed \(.* [KM]iB free; the file needs roughly"
+                                         r"|cannot write map .*\.png: No space left on device; free space)"):
         infer.run(req, on_progress=fill_after_the_last_chunk)
     printed = capfd.readouterr()  # the driver's and its workers' output (they share its stderr)
     for noise in ("Compute Failed", "Traceback", "_tiff", "No space left"):
         assert noise not in printed.out + printed.err, noise
     with StateStore(rundir.state) as state:
         assert state.count()[DONE] == 12  # every chunk computed is still recorded
-    assert not [p for p in rundir.mosaics.iterdir() if p.suffix == ".tif" or p.name.startswith(".")]
-    assert "mosaic stage: failed: writing " in (rundir.logs / "driver.log").read_text()
+    assert not [p for p in rundir.mosaics.iterdir() if p.name.startswith(".")]  # no partial file
+    for path in rundir.mosaics.glob("*.tif"):  # under a final name, only a whole COG
+        assert cog_validate(path, quiet=True)[0]
+    log = (rundir.logs / "driver.log").read_text()
+    assert re.search(r"driver failed: run: (writing |cannot write map )", log)
