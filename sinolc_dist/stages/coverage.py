@@ -256,3 +256,18 @@ def plan_imagery(plan: Plan, imagery: tuple[str, ...], zoom: int | None,
     if imagery:
         require_overlap(index, plan.region, plan.grid, "the imagery")
     return plan_coverage(plan, index)
+
+
+def imagery_gate(rundir: RunDir, state: StateStore) -> tuple[set[ChunkId], list[ChunkId]]:
+    """Chunks whose imagery is not ingested yet, and done chunks whose imagery changed since.
+
+    Only chunks that an ingest planned are gated: imagery written otherwise is trusted.
+    """
+    if not rundir.ingest_state.exists():
+        return set(), []
+    with StateStore(rundir.ingest_state) as ingest:
+        ingested = ingest.finished()
+        planned = set(ingest.chunk_ids()) - set(ingest.chunk_ids(NO_IMAGERY))
+    waiting = planned - set(ingested)
+    changed = sorted(c for c, t in state.finished().items() if ingested.get(c, 0.0) > t)
+    return waiting, changed

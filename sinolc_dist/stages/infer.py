@@ -36,7 +36,7 @@ from sinolc_dist.rundir.config import RunConfig
 from sinolc_dist.rundir.integrity import stale_chunks
 from sinolc_dist.rundir.layout import RunDir, check_frozen
 from sinolc_dist.rundir.state import DONE, FAILED, NO_IMAGERY, PENDING, StateStore
-from sinolc_dist.stages.coverage import apply_run_coverage, require_overlap, run_index
+from sinolc_dist.stages.coverage import apply_run_coverage, imagery_gate, require_overlap, run_index
 from sinolc_dist.stages.dispatch import Dispatcher, RunReport
 from sinolc_dist.stages.lifecycle import mosaic_stage
 from sinolc_dist.stages.release import Release
@@ -115,21 +115,6 @@ def _direct_imagery(req: RunRequest, grid: Grid, bands: int) -> ImageryIndex | N
             f"{next(iter(index.unreadable))}: replace or remove them (nothing was written)"
         )
     return index
-
-
-def _imagery_gate(rundir: RunDir, state: StateStore) -> tuple[set[ChunkId], list[ChunkId]]:
-    """Chunks whose imagery is not ingested yet, and done chunks whose imagery changed since.
-
-    Only chunks that an ingest planned are gated: imagery written otherwise is trusted.
-    """
-    if not rundir.ingest_state.exists():
-        return set(), []
-    with StateStore(rundir.ingest_state) as ingest:
-        ingested = ingest.finished()
-        planned = set(ingest.chunk_ids()) - set(ingest.chunk_ids(NO_IMAGERY))
-    waiting = planned - set(ingested)
-    changed = sorted(c for c, t in state.finished().items() if ingested.get(c, 0.0) > t)
-    return waiting, changed
 
 
 class CheckedRun(NamedTuple):
@@ -257,7 +242,7 @@ class InferStage(Stage[RunSummary]):
                         len(stale), ", ".join(c.key for c in stale[:20]))
             summary.notes.append(f"{len(stale)} chunk(s) recorded done had missing, unreadable or "
                                  "different output and were recomputed (see logs/driver.log)")
-        waiting, changed = _imagery_gate(self.rundir, state) if self.checked.imagery is None else (set(), [])
+        waiting, changed = imagery_gate(self.rundir, state) if self.checked.imagery is None else (set(), [])
         if changed:
             state.reset(changed)
             summary.notes.append(f"{len(changed)} chunk(s) were classified before their imagery "
