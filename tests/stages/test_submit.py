@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from sinolc_dist.errors import ConfigError, RunDirError
-from sinolc_dist.legend import SINOLC
 from sinolc_dist.stages import infer
 from sinolc_dist.stages.infer import RunRequest
 from sinolc_dist.stages.submit import preview, render_driver_script, submit
@@ -169,8 +168,7 @@ def test_submit_checks_the_checkpoint_as_run_does(tmp_path, monkeypatch, dry_run
 def test_submit_refuses_a_run_directory_started_otherwise(small_run):
     """As `run` would: the driver job would fail on its node after its wait in the queue."""
     rundir, req = small_run["rundir"], small_run["req"]
-    wf = infer.load_workflow(req.workflow)
-    rundir.freeze(infer._frozen_config(req, wf, wf.model.identify(), SINOLC), infer.COMPATIBLE)
+    rundir.freeze(infer.check_run(req).config, infer.COMPATIBLE)
     before = {p: p.stat().st_mtime_ns for p in rundir.root.rglob("*")}
     other = RunRequest(rundir.root, "bbox:113,30,114,31", req.workflow, "slurm")
     with pytest.raises(RunDirError, match=r"started with another configuration .*region"):
