@@ -2,7 +2,8 @@
 
 The region is a bbox of about 0.5 km² around the point where Hubei, Hunan and
 Jiangxi meet, on the small test workflow's national grid (128 px chunks, one
-chunk per shard, so 36 tasks), with a synthetic scene written into the input store.
+chunk per shard, so about 36 tasks; 9 times more where the deliveries are timed),
+with a synthetic scene written into the input store.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ CODES = ("360000", "420000", "430000")
 HALF = 0.0032  # degrees: a bbox of about 0.65 x 0.7 km
 
 
-def triple_run(tmp_path: Path, checkpoint: Path, order: str = "province") -> infer.RunRequest:
-    """A run directory with imagery over the three provinces' meeting point, and its request."""
+def triple_run(tmp_path: Path, checkpoint: Path, order: str = "province",
+               half: float = HALF) -> infer.RunRequest:
+    """A run directory with imagery over the three provinces' meeting point (a bbox ±``half`` degrees)."""
     wf, cl = tmp_path / "small.yaml", tmp_path / "two.yaml"
     wf.write_text((WORKFLOW % checkpoint).replace("shard: 2", "shard: 1").replace("max_in_flight: 4",
                                                                                    "max_in_flight: 2"))
@@ -49,8 +51,8 @@ def triple_run(tmp_path: Path, checkpoint: Path, order: str = "province") -> inf
     grid = load_workflow(str(wf)).grid
     lon, lat = TRIPLE
     to_grid = Transformer.from_crs(LONLAT, grid.crs, always_xy=True)
-    xs, ys = to_grid.transform([lon - HALF, lon + HALF, lon - HALF, lon + HALF],
-                               [lat - HALF, lat - HALF, lat + HALF, lat + HALF])
+    xs, ys = to_grid.transform([lon - half, lon + half, lon - half, lon + half],
+                               [lat - half, lat - half, lat + half, lat + half])
     c = grid.chunk
     row0 = int((grid.origin[1] - max(ys)) // c - 1) * c
     col0 = int((min(xs) - grid.origin[0]) // c - 1) * c
@@ -61,7 +63,7 @@ def triple_run(tmp_path: Path, checkpoint: Path, order: str = "province") -> inf
     rgb, _ = make_scene(window.height, window.width, 7)
     image = stores.create_store(rundir.input, grid, "input", bands=3)
     stores.write_window(image, window, np.maximum(rgb, 1))
-    region = f"bbox:{lon - HALF},{lat - HALF},{lon + HALF},{lat + HALF}"
+    region = f"bbox:{lon - half},{lat - half},{lon + half},{lat + half}"
     return infer.RunRequest(rundir.root, region, str(wf), str(cl), order=order)
 
 
@@ -97,7 +99,7 @@ def assert_delivered(rundir: RunDir, adcode: str) -> Path:
 
 @pytest.mark.slow
 def test_provinces_are_delivered_one_after_another_while_inference_goes_on(tmp_path, random_checkpoint):
-    req = triple_run(tmp_path, random_checkpoint)
+    req = triple_run(tmp_path, random_checkpoint, half=3 * HALF)  # ~200 chunks: seconds of inference left
     rundir = RunDir(req.run_dir)
     summary = infer.run(req)
     with StateStore(rundir.state) as state:
