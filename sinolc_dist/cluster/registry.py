@@ -11,9 +11,10 @@ from sinolc_dist.cluster.pbs import PBS
 from sinolc_dist.cluster.scheduler import Scheduler
 from sinolc_dist.cluster.sge import SGE
 from sinolc_dist.cluster.slurm import SLURM
+from sinolc_dist.cluster.slurm_runner import SLURM_RUNNER
 from sinolc_dist.errors import ConfigError
 
-SCHEDULERS: dict[str, Scheduler] = {s.kind: s for s in (LOCAL, SLURM, PBS, SGE)}
+SCHEDULERS: dict[str, Scheduler] = {s.kind: s for s in (LOCAL, SLURM, PBS, SGE, SLURM_RUNNER)}
 
 
 def scheduler(kind: str) -> Scheduler:

@@ -39,6 +39,7 @@ from sinolc_dist.cluster.checks import (
     size_bytes,
     unknown_keys,
 )
+from sinolc_dist.cluster.gpus import GPUS_PER_JOB, check_gpus, gpu_settings
 from sinolc_dist.cluster.jobstatus import await_submission, watched
 from sinolc_dist.cluster.watchdog import JobWatchdog, RunStopped
 from sinolc_dist.errors import ConfigError
@@ -53,7 +54,7 @@ if threading.current_thread() is threading.main_thread():
 
 #: Our keys, taken out before the rest goes to the dask-jobqueue class.
 OWN_KEYS = {"tls", "minimum_jobs", "maximum_jobs", "torch_threads", "host", "dashboard_address",
-            "watch_interval", "give_up_after"}
+            "watch_interval", "give_up_after", GPUS_PER_JOB}
 #: Our keys that only we read (the scheduler options ``host``/``dashboard_address`` and ``tls`` aside).
 _OURS_ONLY = ("minimum_jobs", "maximum_jobs", "torch_threads", "watch_interval", "give_up_after")
 #: dask-jobqueue arguments that the core sets itself or that are internal.
@@ -71,6 +72,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
               r"|partition .*(invalid|unknown|not)"),
     ("h_rt", r"enforced h_rt"),
     ("pe", r"parallel environment"),
+    ("node-size", r"requested node configuration is not available"),
     ("gpu", r"gres|gpu|accelerator"),
     ("memory", r"memory|mem=|h_vmem|mem_free|out_of_memory|memoryerror"),
     ("cpus", r"cpu count|ncpus|ppn|cpus"),
@@ -143,6 +145,13 @@ class Scheduler(ABC):
     def build(self, settings: dict[str, Any], run_dir: Path, scheduler_host: str | None = None) -> Any:
         """The Dask cluster a profile describes, its scheduler running here (see ``build_cluster``)."""
 
+    def serve(self, settings: dict[str, Any], run_dir: Path) -> bool:
+        """Whether this process served the run as a worker and is done (one-allocation mode's other tasks).
+
+        Called before a driver touches the run directory; ``False`` (drive) by default.
+        """
+        return False
+
     def require_commands(self) -> None:  # noqa: B027 (a scheduler that submits nothing needs nothing)
         """Check that the commands the scheduler needs are on PATH (none by default)."""
 
@@ -178,6 +187,8 @@ class BatchScheduler(Scheduler):
     where_command: ClassVar[str]
     #: Whether worker jobs are submitted from their log directory (where PBS puts their output).
     submit_in_log_directory: ClassVar[bool] = False
+    #: Whether the driver submits worker jobs (one-allocation mode's workers are tasks of its own job).
+    submits_workers: ClassVar[bool] = True
 
     @property
     def job_class(self) -> type[Job]:
@@ -219,6 +230,7 @@ class BatchScheduler(Scheduler):
         if s.get("scheduler_options") is not None and not isinstance(s["scheduler_options"], dict):
             raise bad(s, "scheduler_options", "must be a mapping of KEY: VALUE")
         check_strings(s)
+        check_gpus(s)
 
     def walltime_seconds(self, value: object) -> int:
         """Seconds in a walltime written as this scheduler reads it.
@@ -261,6 +273,9 @@ class BatchScheduler(Scheduler):
         """The dask-jobqueue cluster of a profile: TLS, loopback by default, worker lifetimes, job logs."""
         self.check(settings)
         s = {k: v for k, v in settings.items() if k not in _OURS_ONLY}
+        if gpus := s.pop(GPUS_PER_JOB, None):
+            s = gpu_settings(s, gpus)
+            self.request_gpus(s, gpus)
         tls = s.pop("tls", True)
         opts = dict(s.pop("scheduler_options", None) or {})
         opts.update({k: s.pop(k) for k in ("host", "dashboard_address") if k in s})
@@ -330,6 +345,13 @@ class BatchScheduler(Scheduler):
                 "and job_extra_directives")
 
     @abstractmethod
+    def request_gpus(self, s: dict[str, Any], n: int) -> None:
+        """Add the job's request for ``n`` GPUs to the dask-jobqueue settings ``s``, in this scheduler's form.
+
+        A request the profile already makes for another count is a :class:`ConfigError`.
+        """
+
+    @abstractmethod
     def job_status(self, job_id: str) -> tuple[str, str]:
         """Whether a job still waits or runs (``"alive"``), has ended, or is stuck in ``"error"``.
 
@@ -347,6 +369,10 @@ class BatchScheduler(Scheduler):
     def driver_directives(self, queue: str | None, account: str | None, walltime: str, rundir: RunDir,
                           cpus: int, memory_gb: int) -> list[str]:
         """The driver job's directive lines without their prefix (empty ones are dropped)."""
+
+    def launch(self, command: str) -> str:
+        """The driver script's command line that starts the driver (as it is, by default)."""
+        return command
 
     def driver_output(self, rundir: RunDir) -> list[str]:
         """The driver script's lines that send its output to ``logs/driver-<job id>.out``."""

@@ -8,10 +8,11 @@ and ``h_rt``/``h_vmem`` limits in the hints, a job held in error state at start
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dask_jobqueue import SGECluster
 
+from sinolc_dist.cluster.gpus import refuse_other_count
 from sinolc_dist.cluster.scheduler import BatchScheduler, run_command
 from sinolc_dist.rundir.layout import RunDir
 
@@ -29,11 +30,20 @@ class Sge(BatchScheduler):
         "queue-or-pe": "'queue', 'resource_spec' or the -pe line of 'job_extra_directives'",
         "h_rt": "'walltime' (h_rt) or 'resource_spec' (h_vmem, h_cpu)",
         "pe": "'job_extra_directives' (the -pe line)",
-        "gpu": "'resource_spec' (gpu=)",
+        "gpu": "'gpus_per_job' or 'resource_spec' (gpu=)",
         "memory": "'resource_spec' (h_vmem=/mem_free=) and 'memory'",
         "cpus": "the -pe line of 'job_extra_directives'",
         "resource": "'resource_spec'",
     }
+
+    def request_gpus(self, s: dict[str, Any], n: int) -> None:
+        """``gpu=N`` in ``resource_spec`` (``-l``), most sites' GPU complex; one there must agree."""
+        spec = s.get("resource_spec") or ""
+        asked = re.search(r"(?:^|,)gpu=(\d+)", spec)
+        if asked:
+            refuse_other_count(s, "resource_spec", int(asked[1]), n, spec)
+        else:
+            s["resource_spec"] = f"{spec},gpu={n}" if spec else f"gpu={n}"
 
     def job_status(self, job_id: str) -> tuple[str, str]:
         """``qstat -j`` (the error reason of a job in state E) or, once it ended, ``qacct -j``."""

@@ -8,13 +8,16 @@ driver whose log SLURM names itself (``-o …-%j.out``).
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dask_jobqueue import SLURMCluster
 
+from sinolc_dist.cluster.gpus import refuse_other_count
 from sinolc_dist.cluster.scheduler import BatchScheduler, run_command
 from sinolc_dist.rundir.layout import RunDir
 
+#: A directive asking GPUs: ``--gres=gpu[:type]:N``, ``--gpus[-per-node]=[type:]N``, ``-G N``.
+_GPU_LINE = r"--gres=gpu(?::[\w-]+)?:(\d+)|--gpus(?:-per-node)?[= ](?:[\w-]+:)?(\d+)|-G ?(\d+)"
 #: SLURM job states of a job that still waits or runs.
 _ALIVE = ("PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "RESIZING")
 
@@ -30,12 +33,25 @@ class Slurm(BatchScheduler):
     walltime_days = True
     walltime_unit_s = 60
     hints: ClassVar[dict[str, str]] = {
-        "gpu": "'job_extra_directives' (the --gres/--gpus line)",
+        "node-size": "'gpus_per_job', 'cores', 'job_cpu' or 'memory' (more than any node of the partition "
+                     "has)",
+        "gpu": "'gpus_per_job' or 'job_extra_directives' (the --gres/--gpus line)",
         "memory": "'memory'",
         "cpus": "'job_cpu' and 'cores'",
         "qos": "'job_extra_directives' (the --qos line)",
         "resource": "'job_extra_directives'",
     }
+
+    def request_gpus(self, s: dict[str, Any], n: int) -> None:
+        """``--gres=gpu:N`` among the job's directives (a ``--gres=gpu``/``--gpus`` line must agree)."""
+        lines = list(s.get("job_extra_directives") or [])
+        for line in lines:
+            asked = re.search(_GPU_LINE, line)
+            if asked:
+                refuse_other_count(s, "job_extra_directives", int(next(g for g in asked.groups() if g)), n,
+                                   line)
+                return
+        s["job_extra_directives"] = [*lines, f"--gres=gpu:{n}"]
 
     def job_status(self, job_id: str) -> tuple[str, str]:
         """``scontrol show job``: alive while pending or running, else its state, reason and exit code."""

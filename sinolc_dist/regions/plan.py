@@ -61,6 +61,15 @@ class Plan:
         """Expected wall time on ``gpus`` GPUs at ``px_per_s`` each."""
         return self.total.gpu_hours / max(1, self.gpus)
 
+    @property
+    def read_gb_per_s(self) -> float:
+        """The imagery read rate (compressed GB/s, all workers together) that keeps ``gpus`` GPUs busy.
+
+        The I/O bound beside the GPU time: a filesystem slower than this makes
+        the job bound by reading, and the wall time grows in proportion.
+        """
+        return self.total.input_gb_compressed / max(self.wall_hours * 3600, 1e-9)
+
     def chunks(self) -> list[tuple[ChunkId, tuple[str, ...]]]:
         """Every selected chunk with the provinces it touches, in (row, col) order."""
         sel = self.selection
@@ -77,6 +86,7 @@ class Plan:
             "gpus": self.gpus,
             "px_per_s_per_gpu": self.px_per_s,
             "wall_hours": self.wall_hours,
+            "read_gb_per_s": self.read_gb_per_s,
             "provinces": [asdict(r) for r in self.rows],
             "total": asdict(self.total),
         }

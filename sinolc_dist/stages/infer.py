@@ -278,9 +278,9 @@ class InferStage(Stage[RunSummary]):
     def _ordered(self, state: StateStore, todo: list[ChunkId]) -> list[ChunkId]:
         """``todo`` in the run's dispatch order, its groups of whole shards kept for :meth:`tasks`."""
         order = self.config.order or PROVINCE
-        ranks = province_ranks(order, (r.provinces for r in state.records()))
-        self.groups = dispatch_groups(self.grid, order, todo,
-                                      ((r.chunk, r.provinces) for r in state.records()), ranks)
+        planned = [(r.chunk, r.provinces) for r in state.records()]  # one read of the state
+        ranks = province_ranks(order, (provinces for _, provinces in planned))
+        self.groups = dispatch_groups(self.grid, order, todo, planned, ranks)
         if order != ROW_MAJOR and len(self.groups) > 1:
             names = {p.adcode: p.name_en for p in self.checked.region.provinces}
             first = sorted(ranks, key=ranks.__getitem__)[:5]

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from distributed import Client
 
 from sinolc_dist.cluster.core import open_cluster
+from sinolc_dist.cluster.registry import scheduler
 from sinolc_dist.errors import ChunkFailures
 from sinolc_dist.grid import ChunkId
 from sinolc_dist.rundir.layout import RunDir, setup_logging
@@ -124,6 +125,8 @@ class Stage(ABC, Generic[S]):
         nothing is to do); ``on_progress`` the dispatch's report and the
         number of chunks dispatched, after every flush of the state.
         """
+        if scheduler(self.kind).serve(self.settings, self.rundir.root):
+            raise SystemExit(0)  # a worker task of a one-allocation run, served until its driver closed
         rundir = self.rundir.create()
         setup_logging(rundir)
         summary = self.summary()

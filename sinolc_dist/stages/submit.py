@@ -117,7 +117,7 @@ def render_driver_script(kind: str, settings: dict[str, Any], req: RunRequest,
             f'echo "sinolc-dist driver: job {sched.job_id_variable} on $(hostname) since $(date -Is)"',
             'echo "ssh tunnel to the Dask dashboard, PORT from the dashboard line below: '
             'ssh -N -L 8787:127.0.0.1:PORT $(hostname)"',
-            f"exec {command}"]
+            f"exec {sched.launch(command)}"]
     header = sched.driver_header(settings, walltime, queue, rundir, DRIVER_CPUS, DRIVER_MEMORY_GB)
     return "\n".join(["#!/usr/bin/env bash", *header, "", *body, ""])
 
@@ -133,6 +133,9 @@ def preview(req: RunRequest, walltime: str = DRIVER_WALLTIME,
     """
     checked = check_run(req)
     driver = render_driver_script(checked.kind, checked.settings, req, walltime, queue)
+    if not _batch(checked.kind, req.cluster).submits_workers:
+        return driver, ("# no worker job script: in one-allocation mode the workers are the tasks of the "
+                        "driver's own job (srun)\n")
     return driver, _worker_script(checked.kind, checked.settings, Path(req.run_dir))
 
 

@@ -106,7 +106,8 @@ def test_first_refusal_is_a_config_error_naming_the_key():
     with pytest.raises(ConfigError) as err:
         await_submission(cluster, scheduler("sge"), {"resource_spec": "gpu=1"}, timeout=5)
     assert str(err.value) == ("`qsub` refused the worker job: Unable to run job: unknown resource \"gpu\"; "
-                              "change the sge profile's 'resource_spec' (gpu=) (now resource_spec: 'gpu=1') "
+                              "change the sge profile's 'gpus_per_job' or 'resource_spec' (gpu=) "
+                              "(now resource_spec: 'gpu=1') "
                               "(`sinolc-dist submit --dry-run` prints the job script)")
 
 

@@ -179,13 +179,15 @@ class TestPbs(SchedulerContract):
         assert len(jobs) >= 2 and connected and connected <= jobs & set(logs), log
         assert "cancelling worker job(s) " in log and " lost:" not in log
 
-    def test_gpu_on_a_cpu_node_is_refused_naming_the_key(self, tmp_path):
+    def test_more_gpus_than_a_node_has_is_refused_naming_the_key(self, tmp_path):
+        # The local SLURM under the PBS wrappers has two (fake) GPUs: four is more than its node has.
         name = f"sinolc-t{uuid.uuid4().hex[:8]}"
         try:
             text = self.refusal(tmp_path, name, minimum_jobs=1, maximum_jobs=1,
-                                resource_spec="nodes=1:ppn=1:gpus=1,mem=2gb")
+                                resource_spec="nodes=1:ppn=1:gpus=4,mem=2gb")
         finally:
             self.cancel_all(name)
-        assert "sbatch: error: Invalid generic resource (gres) specification" in text, text
-        assert ("change the pbs profile's 'resource_spec' (ngpus=, or gpus= in the Torque form) "
-                "(now resource_spec: 'nodes=1:ppn=1:gpus=1,mem=2gb')") in text, text
+        assert "Requested node configuration is not available" in text, text
+        assert ("change the pbs profile's 'gpus_per_job' or 'resource_spec' (ngpus=/gpus=, ncpus=/ppn=, "
+                "mem=: more than any node has) (now resource_spec: 'nodes=1:ppn=1:gpus=4,mem=2gb')"
+                ) in text, text

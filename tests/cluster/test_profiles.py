@@ -31,7 +31,7 @@ def test_load_profile_checks_before_returning(tmp_path, text, needle):
     assert needle in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["local", "slurm", "pbs", "sge"])
+@pytest.mark.parametrize("name", ["local", "slurm", "pbs", "sge", "slurm-runner"])
 def test_shipped_profiles_pass(name):
     assert load_profile(name)[0] == name
 
@@ -43,7 +43,7 @@ def test_unquoted_yaml_walltime_is_refused(tmp_path):
         load_profile(str(path))
 
 
-@pytest.mark.parametrize("name", ["slurm", "pbs", "sge"])
+@pytest.mark.parametrize("name", ["slurm", "pbs", "sge", "slurm-runner"])
 def test_shipped_profiles_are_valid(name):
     kind, settings = load_profile(name)
     assert kind == name

@@ -10,20 +10,22 @@ from sinolc_dist.cluster.registry import SCHEDULERS, scheduler
 from sinolc_dist.cluster.scheduler import BatchScheduler, Scheduler, lifetime_args, worker_dashboard
 from sinolc_dist.cluster.sge import Sge
 from sinolc_dist.cluster.slurm import Slurm
+from sinolc_dist.cluster.slurm_runner import SlurmRunner
 from sinolc_dist.errors import ConfigError
 from tests.cluster.examples import COMMON, PROFILES
 
 
 def test_registry_knows_each_scheduler_by_its_kind():
     assert {k: type(s) for k, s in SCHEDULERS.items()} == {"local": Local, "slurm": Slurm, "pbs": Pbs,
-                                                           "sge": Sge}
+                                                           "sge": Sge, "slurm-runner": SlurmRunner}
     assert all(scheduler(k).kind == k for k in SCHEDULERS)
-    assert [k for k in SCHEDULERS if scheduler(k).batch] == ["slurm", "pbs", "sge"]
+    assert [k for k in SCHEDULERS if scheduler(k).batch] == ["slurm", "pbs", "sge", "slurm-runner"]
     assert all(isinstance(scheduler(k), BatchScheduler) == scheduler(k).batch for k in SCHEDULERS)
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ConfigError, match="unknown cluster kind 'lsf'; known: local, pbs, sge, slurm"):
+    with pytest.raises(ConfigError, match="unknown cluster kind 'lsf'; known: local, pbs, sge, slurm, "
+                                          "slurm-runner"):
         scheduler("lsf")
 
 

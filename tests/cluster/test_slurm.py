@@ -22,6 +22,7 @@ import dask
 import numpy as np
 import pytest
 from conftest import done_count, driver_args, run_output
+from distributed import get_client
 
 from sinolc_dist.cluster.registry import scheduler
 from sinolc_dist.errors import ConfigError
@@ -79,7 +80,7 @@ def test_job_status_reads_scontrol(tmp_path, monkeypatch, out, rc, expected):
 def test_hints_name_slurm_keys():
     slurm = scheduler("slurm")
     assert slurm.hint("Invalid generic resource (gres) specification", {"queue": "gpu"}) == \
-        "change the slurm profile's 'job_extra_directives' (the --gres/--gpus line)"
+        "change the slurm profile's 'gpus_per_job' or 'job_extra_directives' (the --gres/--gpus line)"
     assert slurm.hint("Invalid account or account/partition combination", {"account": "a"}) == \
         "change the slurm profile's 'account' (now account: 'a')"
     assert slurm.hint("Job violates accounting/QOS policy (job submit limit, user's size and/or time "
@@ -194,6 +195,40 @@ class TestSlurm(SchedulerContract):
                                                  r"connected"):
             infer.run(req, on_progress=lose_the_only_worker)
         assert 0 < done_count(rundir) < 12  # what was done is kept, to resume
+
+    def test_a_two_gpu_job_runs_a_worker_pinned_to_each_gpu(self, small_run, reference, tmp_path, job_name):
+        # The local SLURM has two fake GPUs (cluster/local-slurm/start.sh): one job asks both, runs two
+        # workers, each declaring GPU=1 and keeping its own device; torch stays on the CPU.
+        rundir, scene = small_run["rundir"], small_run["scene"]
+        profile = self.profile(tmp_path, job_name, gpus_per_job=2, cores=2, processes=2, memory="4GB",
+                               minimum_jobs=1, maximum_jobs=1)
+        seen: dict[str, Any] = {}
+
+        def look(report, total) -> None:
+            if report.done and not seen:
+                client = get_client()
+                seen["devices"] = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+                seen["resources"] = {a: w["resources"] for a, w in
+                                     client.scheduler_info(n_workers=-1)["workers"].items()}
+                seen["names"] = {a: w["name"] for a, w in
+                                 client.scheduler_info(n_workers=-1)["workers"].items()}
+
+        infer.run(replace(small_run["req"], cluster=profile, mosaic=False), on_progress=look)
+        assert sorted(seen["devices"].values()) == ["0", "1"], seen  # one GPU each, from SLURM's 0,1
+        assert all(r == {"GPU": 1} for r in seen["resources"].values()), seen
+        assert len({n.rsplit("-", 1)[0] for n in seen["names"].values()}) == 1, seen  # one job
+        assert len(self.worker_logs(rundir, job_name)) == 1
+        assert done_count(rundir) == 12
+        assert np.array_equal(run_output(rundir, scene.window), reference)
+
+    def test_more_gpus_than_a_node_has_is_refused_quoting_slurm(self, tmp_path, job_name):
+        # job_cpu within the node's two CPUs: SLURM would hold a job asking more CPUs pending, not refuse it.
+        text = self.refusal(tmp_path, job_name, gpus_per_job=4, cores=4, processes=4, job_cpu=2,
+                            minimum_jobs=1, maximum_jobs=1)
+        assert "`sbatch` refused the worker job: " in text, text
+        assert "Requested node configuration is not available" in text and "\n" not in text, text
+        assert "change the slurm profile's 'gpus_per_job'," in text and "gpus_per_job: 4" in text, text
+        assert not self.running(job_name)
 
     @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
     def test_signal_flushes_the_state_and_cancels_the_worker_jobs(self, small_run, tmp_path, job_name,

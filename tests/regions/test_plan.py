@@ -41,6 +41,7 @@ def test_costs_follow_from_the_land_area_and_the_pixel(plan):
         assert row.output_gb_compressed == pytest.approx(pixels / 1e9 / OUTPUT_RATIO, rel=1e-12)
         assert row.gpu_hours == pytest.approx(pixels / 2.0e7 / 3600, rel=1e-12)
     assert plan.wall_hours == pytest.approx(plan.total.gpu_hours / 4, rel=1e-12)
+    assert plan.read_gb_per_s == pytest.approx(plan.total.input_gb_compressed / (plan.wall_hours * 3600))
 
 
 def test_chunks_cover_the_box_once_tagged_with_their_provinces(plan):
@@ -73,6 +74,7 @@ def test_record_plan_writes_plan_json_and_the_state_once(plan, tmp_path):
     assert [p["adcode"] for p in doc["provinces"]] == ["360000", "420000", "430000"]
     assert doc["total"]["chunks"] == plan.total.chunks
     assert doc["wall_hours"] == pytest.approx(plan.total.gpu_hours / 4)
+    assert doc["read_gb_per_s"] == pytest.approx(plan.read_gb_per_s)
     with StateStore(rundir.state) as state:
         records = list(state.records())
         assert state.get_meta("plan_region") == BOX
