@@ -21,6 +21,17 @@ equal.  Compression runs on one core everywhere (``GDAL_NUM_THREADS`` unset).
 
     python benchmarks/bench_mosaic.py [--size 16384] [--repeat 3] [--out FILE] [--keep DIR]
     python benchmarks/bench_mosaic.py --size 65536      # the large-province memory case
+
+``--workers 1,2[,4…]`` measures the COG written by many tasks instead
+(:func:`sinolc_dist.deliver.tiled.submit_cog`, the same file as ``write_cog``): for each
+count a LocalCluster of that many single-threaded worker processes (127.0.0.1) writes the
+same masked window; px/s, MB/s, the ratio to the first count (target 2 / 1 >= 1.7 on two
+idle cores), the workers' peak resident memory, and the file's SHA-256 (the same for every
+count, and the same as ``write_cog``'s) go to ``results/mosaic-workers[-<size>].json``.
+Blocks are ``--block-px`` px (default the COG tile x 16 = 8192): give a size with at
+least a few blocks per worker (e.g. ``--size 65536`` for 16 workers: 64 blocks).
+
+    python benchmarks/bench_mosaic.py --workers 1,2 --size 16384 --block-px 4096
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -39,9 +51,11 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import shapely
+from distributed import Client, LocalCluster
 from results_file import save
 
 from sinolc_dist.deliver.cog import write_cog
+from sinolc_dist.deliver.tiled import submit_cog
 from sinolc_dist.grid import CHINA_ALBERS, ChunkId, Grid
 from sinolc_dist.rundir.stores import create_store, open_array, write_window
 
@@ -139,6 +153,9 @@ def main() -> None:
                                                 "or mosaic-<size>.json for another size]")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each writer; the fastest counts")
     ap.add_argument("--keep", default=None, help="work in this folder and keep it")
+    ap.add_argument("--workers", default=None, help="comma-separated worker counts: time submit_cog on "
+                                                    "a LocalCluster of each (instead of the writers above)")
+    ap.add_argument("--block-px", type=int, default=None, help="submit_cog's block side (default 8192)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -150,12 +167,58 @@ def main() -> None:
         return
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-mosaic-"))
     work.mkdir(parents=True, exist_ok=True)
+    name = "mosaic-workers" if args.workers else "mosaic"
     try:
-        result = measure(work, args.size, args.repeat)
+        if args.workers:
+            counts = [int(n) for n in args.workers.split(",")]
+            result = measure_workers(work, args.size, args.repeat, counts, args.block_px)
+        else:
+            result = measure(work, args.size, args.repeat)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    save(result, args.out, "mosaic.json" if args.size == 16384 else f"mosaic-{args.size}.json")
+    save(result, args.out, f"{name}.json" if args.size == 16384 else f"{name}-{args.size}.json")
+
+
+def _worker_peak_mib() -> float:
+    """A worker's peak resident memory, MiB (run on each worker)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_workers(work: Path, size: int, repeat: int, counts: list[int], block_px: int | None) -> dict:
+    """submit_cog of the whole masked window on a LocalCluster of each worker count (fastest run counts)."""
+    grid, store = make_grid(size), work / "output.zarr"
+    if not store.exists():
+        build_store(store, grid)
+    mask, runs = province(size, grid), {}
+    for n in counts:
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            seconds, digests = [], set()
+            for _ in range(repeat):
+                start = time.perf_counter()
+                future = submit_cog(client, work / f"tiled-{n}.tif", grid, store, grid.full_window, mask,
+                                    key_prefix="bench", block_px=block_px)
+                report = future.result()
+                seconds.append(time.perf_counter() - start)
+                digests.add(report.sha256)
+            peaks = client.run(_worker_peak_mib)
+        best = min(seconds)
+        runs[str(n)] = {"workers": n, "seconds": best, "seconds_all": seconds, "px_per_s": size * size / best,
+                        "mb_per_s": size * size / 1e6 / best, "cog_mb": report.bytes / 1e6,
+                        "block_tasks": sum("-block-" in k for k in future.keys), "tasks": len(future.keys),
+                        "worker_peak_rss_mib": max(peaks.values()), "sha256": sorted(digests)}
+        print(f"{n:3d} worker(s) {best:7.2f} s  {runs[str(n)]['mb_per_s']:7.1f} MB/s  "
+              f"peak {runs[str(n)]['worker_peak_rss_mib']:6.0f} MiB/worker  ({len(future.keys)} tasks)")
+    first = runs[str(counts[0])]
+    ratios = {k: r["mb_per_s"] / first["mb_per_s"] for k, r in runs.items()}
+    print("  ".join(f"{k}/{counts[0]} = {v:.2f}" for k, v in ratios.items()))
+    return {
+        "benchmark": "mosaic-workers", "size_px": [size, size], "pixels": size * size, "block_px": block_px,
+        "runs": runs, "ratios_to_first": ratios, "target_ratio_2_over_1": 1.7,
+        "same_file_every_count": len({d for r in runs.values() for d in r["sha256"]}) == 1,
+        "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+    }
 
 
 def measure(work: Path, size: int, repeat: int) -> dict:

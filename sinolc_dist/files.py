@@ -13,6 +13,7 @@ destination before a long write starts.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -99,3 +100,12 @@ def atomic_write_text(path: Path, text: str) -> None:
             f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions "
             "(nothing already written was changed)"
         ) from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 8 MiB pieces: checkpoints, and COGs of 100 GB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(8 << 20):
+            digest.update(piece)
+    return digest.hexdigest()

@@ -1,10 +1,11 @@
-"""What each provincial COG holds, and the side file that says when and where it was made.
+"""What each provincial COG holds: the chunks and the share of them imagery covered.
 
 A COG's bytes depend only on its pixels and the run's frozen configuration, so
 two runs of one configuration give byte-identical files: its tags name the
 chunks it holds (:class:`Contents`: ``SINOLC_CHUNKS`` and counts) and the share
-of them that imagery covered, never a date, host or path.  Those go to a STAC
-item beside it (``mosaics/<name>.json``, :func:`write_item`), rewritten with each COG.
+of them that imagery covered, never a date, host or path.  Those go to its STAC
+Item beside it (``mosaics/<name>.json``, :mod:`sinolc_dist.deliver.stac`),
+rewritten with the run's catalog after each province.
 
 ``SINOLC_CHUNKS`` lists the chunks row by row, ``<row>:<col>[-<col>],…`` with
 rows separated by spaces: ``"3:4-6,9 4:5"`` is chunks c/3/4, c/3/5, c/3/6, c/3/9 and c/4/5.
@@ -12,20 +13,11 @@ rows separated by spaces: ``"3:4-6,9 4:5"`` is chunks c/3/4, c/3/5, c/3/6, c/3/9
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
-import json
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import rasterio
-from rasterio.warp import transform_bounds
-
-from sinolc_dist.files import atomic_write_text
-from sinolc_dist.grid import LONLAT, ChunkId
+from sinolc_dist.grid import ChunkId
 from sinolc_dist.rundir.state import DONE, NO_IMAGERY, ChunkRecord
 
 #: Tags of :meth:`Contents.tags`.
@@ -79,40 +71,3 @@ class Contents:
         """The COG tags: which chunks, how many, how many without imagery, the imagery share."""
         return {CHUNKS_TAG: chunk_ranges(self.chunks), COUNT_TAG: str(len(self.chunks)),
                 NO_IMAGERY_TAG: str(self.no_imagery), SHARE_TAG: f"{self.imagery_share:.6f}"}
-
-
-def item_path(cog: Path) -> Path:
-    """The STAC item beside a COG."""
-    return cog.with_suffix(".json")
-
-
-def write_item(cog: Path, item_id: str, properties: dict[str, Any]) -> Path:
-    """Write the STAC item of a COG: its footprint, the file, and when (its time) and where it was made.
-
-    Why a side file: a date, host or run path inside the COG would make two runs
-    of one configuration differ byte for byte.  ``properties`` (run id, run
-    directory…) are added under the ``sinolc:`` prefix, with the COG's own tags.
-    """
-    with rasterio.open(cog) as src:
-        west, south, east, north = transform_bounds(src.crs, LONLAT, *src.bounds, densify_pts=21)
-        tags = src.tags()
-    made = dt.datetime.fromtimestamp(cog.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
-    made = made.replace("+00:00", "Z")
-    props = {"datetime": made, "created": made, "sinolc:host": socket.gethostname(),
-             **{f"sinolc:{k}": v for k, v in properties.items()},
-             **{f"sinolc:{k.removeprefix('SINOLC_').lower()}": v
-                for k, v in tags.items() if k.startswith("SINOLC_")}}
-    item = {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id,
-        "stac_extensions": ["https://stac-extensions.github.io/file/v2.1.0/schema.json"],
-        "bbox": [west, south, east, north],
-        "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
-                                                         [west, north], [west, south]]]},
-        "properties": props,
-        "assets": {"data": {"href": f"./{cog.name}", "roles": ["data"], "file:size": cog.stat().st_size,
-                            "type": "image/tiff; application=geotiff; profile=cloud-optimized"}},
-        "links": [],
-    }
-    path = item_path(cog)
-    atomic_write_text(path, json.dumps(item, indent=2, ensure_ascii=False))
-    return path

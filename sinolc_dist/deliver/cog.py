@@ -31,32 +31,41 @@ set them, so they are not written.  The class areas go into the tag
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.shutil
-import shapely
 import zarr
 from pyproj import CRS
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
-from rasterio.features import geometry_mask
 from rasterio.warp import transform_bounds
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist.deliver.pyramid import Pyramid, layout
-from sinolc_dist.deliver.stats import CODES, PixelAreas, as_table, class_km2
+from sinolc_dist.deliver.staging import (
+    AREAS_TAG,
+    CRS_TAG,
+    AreaSum,
+    cog_copy,
+    describe,
+    pieces,
+    polygonal,
+    read_masked,
+    stage_profile,
+    write_areas,
+)
+from sinolc_dist.deliver.stats import as_table
 from sinolc_dist.errors import ConfigError
-from sinolc_dist.files import replacing, writable_folder
+from sinolc_dist.files import file_sha256, replacing, writable_folder
 from sinolc_dist.gdal_errors import caught_gdal_errors, write_failure
 from sinolc_dist.grid import (
     DEGREE_METRE,
@@ -67,13 +76,9 @@ from sinolc_dist.grid import (
     metres_per_unit,
     resolve_crs,
 )
-from sinolc_dist.legend import NODATA, SINOLC, Legend, band_description
-from sinolc_dist.rundir.stores import read_window
+from sinolc_dist.legend import SINOLC, Legend
 
-#: Dataset tag holding the class areas (JSON, code → km²).
-AREAS_TAG = "SINOLC_CLASS_KM2"
-#: Dataset tag naming the CRS the file was written in (``grid`` or the one asked for).
-CRS_TAG = "SINOLC_MOSAIC_CRS"
+__all__ = ["AREAS_TAG", "CRS_TAG", "CogReport", "class_areas", "target_crs", "union_window", "write_cog"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class CogReport:
         overviews: Overview decimation factors in the file, e.g. ``[2, 4, 8]``.
         seconds: Wall time of the whole call.
         class_km2: Area of each class code inside the mask, km² (equal-area on any grid CRS).
+        sha256: SHA-256 of the file as written.
 
     """
 
@@ -100,6 +106,7 @@ class CogReport:
     overviews: list[int]
     seconds: float
     class_km2: dict[int, float] = field(default_factory=dict)
+    sha256: str = ""
 
 
 def union_window(grid: Grid, chunk_ids: Iterable[ChunkId]) -> Window:
@@ -143,13 +150,15 @@ def write_cog(
     scratch_dir: Path | None = None,
     crs: str | None = None,
     legend: Legend = SINOLC,
+    threads: str | int | None = None,
 ) -> CogReport:
     """Write a window of the class store as one validated Cloud-Optimised GeoTIFF.
 
     Memory stays at about one chunk-sized piece whatever the window (GDAL's
     warper and overview builder work in blocks too); the staging file, its
     overview levels and the COG driver's temporary file need disk for the
-    compressed window.  GDAL compresses on one core unless ``GDAL_NUM_THREADS`` is set.
+    compressed window.  GDAL compresses on one core unless ``threads`` (or ``GDAL_NUM_THREADS``)
+    says otherwise.  :func:`sinolc_dist.deliver.tiled.submit_cog` writes the same file with many tasks.
 
     Args:
         dst: Final path; replaced atomically, and only by a valid COG.
@@ -165,6 +174,7 @@ def write_cog(
             on a lattice shared by every province (see :func:`warp_target`).
             ``None`` or ``grid``: the grid's CRS and pixels, unresampled.
         legend: The class names and colours written into the file.
+        threads: The COG driver's ``NUM_THREADS`` (e.g. ``ALL_CPUS``); ``None``: GDAL's default.
 
     Raises:
         ConfigError: The window does not overlap the grid, the geometry is not
@@ -175,25 +185,30 @@ def write_cog(
     """
     start = time.perf_counter()
     dst = Path(dst)
-    win = _overlap(grid, window)
-    geometry = _polygonal(mask_geometry)
+    win = overlap(grid, window)
+    geometry = polygonal(mask_geometry)
     out_crs = target_crs(grid, crs)
     folder = writable_folder(dst.parent, "destination")
     scratch = writable_folder(Path(scratch_dir), "scratch") if scratch_dir else folder
     stage = scratch / f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.stage.tif"
-    all_tags = {"OVERVIEW_RESAMPLING": "MODE", CRS_TAG: "grid" if out_crs is None else str(crs),
-                **(tags or {})}
-    overviews, width, height, km2 = _write_replacing(dst, stage, grid, classes, win, geometry, all_tags,
-                                                     out_crs, legend)
+    overviews, width, height, km2 = _write_replacing(
+        dst, stage, grid, classes, win, geometry, dataset_tags(out_crs, crs, tags), out_crs, legend, threads)
     return CogReport(
         path=dst, width=width, height=height, bytes=dst.stat().st_size, valid=True,
         overviews=overviews, seconds=time.perf_counter() - start, class_km2=as_table(km2),
+        sha256=file_sha256(dst),
     )
+
+
+def dataset_tags(out_crs: CRS | None, crs: str | None, tags: dict[str, str] | None) -> dict[str, str]:
+    """The dataset tags of a provincial COG: the overview resampling, the CRS asked for, then ``tags``."""
+    return {"OVERVIEW_RESAMPLING": "MODE", CRS_TAG: "grid" if out_crs is None else str(crs), **(tags or {})}
 
 
 def _write_replacing(
     dst: Path, stage: Path, grid: Grid, classes: zarr.Array, window: Window,
     geometry: BaseGeometry | None, tags: dict[str, str], out_crs: CRS | None, legend: Legend,
+    threads: str | int | None,
 ) -> tuple[list[int], int, int, np.ndarray]:
     """Stage the window, make the COG in a partial file, validate it and only then rename it to ``dst``.
 
@@ -201,21 +216,30 @@ def _write_replacing(
     failed write is one :func:`~sinolc_dist.gdal_errors.write_failure`; neither
     the stage nor a partial file stays.
     """
-    options, tile, factors = _cog_options(grid, window, out_crs)
+    options, tile, factors = cog_options(grid, window, out_crs)
     own = factors if out_crs is None else []  # ours, made while staging (see sinolc_dist.deliver.pyramid)
+    side = math.lcm(tile * max(1, grid.chunk // tile), own[-1] if own else 1)
+    sums = AreaSum(grid, legend.codes)
+
+    def fill(out: Any, pyramid: Pyramid) -> np.ndarray:
+        for piece in pieces(window, side):
+            data = read_masked(classes, grid, piece, geometry)
+            if data is not None:
+                row, col = piece.row0 - window.row0, piece.col0 - window.col0
+                sums.add(piece, data)
+                out.write(data, 1, window=((row, row + piece.height), (col, col + piece.width)))
+                pyramid.add(row, col, data)
+        return sums.km2
+
     caught: list[str] = []
     try:
         with replacing(dst, ".tif") as partial:
             with caught_gdal_errors() as caught:
-                pyramid, km2 = _write_stage(stage, grid, classes, window, geometry, tags, tile, own, legend)
-                source = pyramid.vrt(stage.with_suffix(".vrt")) if own else stage
-                rasterio.shutil.copy(
-                    source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=tile,
-                    OVERVIEW_RESAMPLING="MODE", SPARSE_OK=True, BIGTIFF="IF_SAFER", **options,
-                )
+                km2 = make_cog(partial, stage, grid, window, tags, (tile, own, options), legend, fill,
+                               threads)
             if caught:  # GDAL may finish a file whose writes failed: never rename one into place
                 raise OSError(caught[0])
-            return (*_validated(partial, dst), km2)
+            return (*validated(partial, dst), km2)
     except (OSError, RasterioError, CPLE_BaseError) as exc:
         raise write_failure(dst, exc, caught, classes, window, (dst.parent, stage.parent)) from None
     finally:
@@ -223,7 +247,7 @@ def _write_replacing(
             leftover.unlink(missing_ok=True)
 
 
-def _overlap(grid: Grid, window: Window) -> Window:
+def overlap(grid: Grid, window: Window) -> Window:
     """The window clipped to the grid; a window outside it is a :class:`ConfigError`."""
     win = window.intersect(grid.full_window)
     if win.height <= 0 or win.width <= 0:
@@ -234,7 +258,7 @@ def _overlap(grid: Grid, window: Window) -> Window:
     return win
 
 
-def _cog_options(grid: Grid, window: Window, out_crs: CRS | None) -> tuple[dict[str, object], int, list[int]]:
+def cog_options(grid: Grid, window: Window, out_crs: CRS | None) -> tuple[dict[str, object], int, list[int]]:
     """The COG driver's options for a window (its warp when reprojected), tile side and overview factors.
 
     On the grid's CRS the overviews are ours (staged beside the image); warped,
@@ -257,7 +281,7 @@ def _cog_options(grid: Grid, window: Window, out_crs: CRS | None) -> tuple[dict[
     return options, tile, factors
 
 
-def _validated(path: Path, dst: Path) -> tuple[list[int], int, int]:
+def validated(path: Path, dst: Path) -> tuple[list[int], int, int]:
     """Check a written COG with rio-cogeo; returns its overview factors, width and height.
 
     A file rio-cogeo rejects is a :class:`RuntimeError` (a bug, not the disk): never renamed to ``dst``.
@@ -278,13 +302,13 @@ def class_areas(
     streamed, nothing is written.
     """
     win = window.intersect(grid.full_window)
-    geometry, areas, total = _polygonal(mask_geometry), PixelAreas(grid), np.zeros(CODES)
+    geometry, sums = polygonal(mask_geometry), AreaSum(grid)
     tile, _ = layout(win.width, win.height)
-    for piece in _pieces(win, tile * max(1, grid.chunk // tile)):
-        data = _read_masked(classes, grid, piece, geometry)
+    for piece in pieces(win, tile * max(1, grid.chunk // tile)):
+        data = read_masked(classes, grid, piece, geometry)
         if data is not None:
-            total += class_km2(areas, piece, data)
-    return as_table(total)
+            sums.add(piece, data)
+    return as_table(sums.km2)
 
 
 def warp_target(grid: Grid, window: Window, crs: CRS) -> tuple[float, tuple[float, ...], int, int]:
@@ -308,89 +332,32 @@ def warp_target(grid: Grid, window: Window, crs: CRS) -> tuple[float, tuple[floa
     return res, (ax + c0 * res, ay - r1 * res, ax + c1 * res, ay - r0 * res), c1 - c0, r1 - r0
 
 
-def _polygonal(geometry: BaseGeometry | None) -> BaseGeometry | None:
-    """Check that the mask is a (Multi)Polygon; return it valid and prepared."""
-    if geometry is None:
-        return None
-    if geometry.geom_type not in ("Polygon", "MultiPolygon"):
-        raise ConfigError(
-            f"mosaic mask must be a Polygon or MultiPolygon in the grid CRS, got a "
-            f"{geometry.geom_type}: pass the province boundary polygon"
-        )
-    if not geometry.is_valid:
-        geometry = shapely.make_valid(geometry, method="structure", keep_collapsed=False)
-    shapely.prepare(geometry)
-    return geometry
+def make_cog(
+    partial: Path, stage: Path, grid: Grid, window: Window, tags: dict[str, str],
+    plan: tuple[int, list[int], dict[str, object]], legend: Legend,
+    fill: Callable[[Any, Pyramid], np.ndarray] | None, threads: str | int | None = None,
+    km2: np.ndarray | None = None,
+) -> np.ndarray:
+    """Write the staging GeoTIFF and its overview levels, then the COG from them into ``partial``.
 
-
-def _pieces(window: Window, side: int) -> Iterator[Window]:
-    """Row-major pieces of ``side`` px laid from the window's corner (whole output tiles)."""
-    for row in range(window.row0, window.row1, side):
-        for col in range(window.col0, window.col1, side):
-            yield Window(row, col, min(row + side, window.row1), min(col + side, window.col1))
-
-
-def _read_masked(
-    classes: zarr.Array, grid: Grid, piece: Window, geometry: BaseGeometry | None
-) -> np.ndarray | None:
-    """Read a piece's classes, setting pixels centred outside ``geometry`` to nodata.
-
-    ``None`` stands for a piece that is all nodata (left unwritten: sparse tile).
+    ``plan`` is :func:`cog_options`' ``(tile, own overview factors, driver options)``;
+    ``fill(stage, pyramid)`` writes the pixels (whole multiples of the tile side
+    and of the largest factor from the window's corner, all-nodata pieces left
+    unwritten: SPARSE_OK) and returns each code's km² (index 0..255), written as
+    the tag :data:`AREAS_TAG`.  :func:`write_cog` fills it with the window;
+    :mod:`sinolc_dist.deliver.tiled` gives no ``fill`` but the areas ``km2``, for
+    a COG of empty tiles whose header is the one GDAL writes for the full file
+    (from a hollow VRT: :meth:`Pyramid.vrt`).  The stage's files are left for
+    the caller to remove (they all start with the stage's name without ``.tif``).
     """
-    box = shapely.box(*grid.window_bounds(piece))
-    if geometry is not None and not geometry.intersects(box):
-        return None
-    data = np.require(read_window(classes, piece), dtype=np.uint8, requirements="W")
-    if geometry is not None and not geometry.contains(box):
-        # Clip to the piece (one pixel wider) so that rasterising stays cheap for a
-        # province outline of many vertices; the pixels inside are unchanged.
-        pad = grid.resolution
-        left, bottom, right, top = box.bounds
-        near = shapely.clip_by_rect(geometry, left - pad, bottom - pad, right + pad, top + pad)
-        outside = geometry_mask(
-            [near], out_shape=data.shape, transform=grid.window_transform(piece),
-            all_touched=False,
-        )
-        data[outside] = NODATA
-    return data if data.any() else None
-
-
-def _write_stage(
-    path: Path, grid: Grid, classes: zarr.Array, window: Window,
-    geometry: BaseGeometry | None, tags: dict[str, str], tile: int, factors: list[int],
-    legend: Legend,
-) -> tuple[Pyramid, np.ndarray]:
-    """Write the tiled, colour-mapped staging GeoTIFF that the COG driver copies, and its overviews.
-
-    Pieces are whole multiples of the tile side (and of the largest overview
-    factor) from the window's corner, so each tile is compressed once (ZSTD
-    level 1: fast both ways) and each piece makes whole overview pixels;
-    all-nodata pieces are not written (SPARSE_OK) and read back as 0.  Returns
-    the overview levels written for ``factors``, and the area of each code
-    (index 0..255) inside the mask, also written as the tag :data:`AREAS_TAG`.
-    """
-    names = legend.class_names()
-    profile = {
-        "driver": "GTiff", "width": window.width, "height": window.height, "count": 1,
-        "dtype": "uint8", "crs": grid.pyproj_crs.to_wkt(),
-        "transform": grid.window_transform(window), "nodata": NODATA, "photometric": "palette",
-        "tiled": True, "blockxsize": tile, "blockysize": tile, "compress": "ZSTD",
-        "zstd_level": 1, "BIGTIFF": "IF_SAFER", "SPARSE_OK": True,
-    }
-    side = math.lcm(tile * max(1, grid.chunk // tile), factors[-1] if factors else 1)
-    areas, km2 = PixelAreas(grid), np.zeros(CODES)
-    with rasterio.open(path, "w", **profile) as out, Pyramid(path, profile, factors) as pyramid:
-        out.write_colormap(1, legend.colormap())
-        out.set_band_description(1, band_description(legend))
-        out.update_tags(1, **{f"CLASS_{code}": name for code, name in names.items()})
-        out.update_tags(**{"CLASS_NAMES": json.dumps({str(code): name for code, name in names.items()}),
-                           **tags})
-        for piece in _pieces(window, side):
-            data = _read_masked(classes, grid, piece, geometry)
-            if data is not None:
-                row, col = piece.row0 - window.row0, piece.col0 - window.col0
-                km2 += class_km2(areas, piece, data, legend.codes)
-                out.write(data, 1, window=((row, row + piece.height), (col, col + piece.width)))
-                pyramid.add(row, col, data)
-        out.update_tags(**{AREAS_TAG: json.dumps({str(c): v for c, v in as_table(km2).items()})})
-    return pyramid, km2
+    tile, factors, options = plan
+    profile = stage_profile(grid, window, tile)
+    with rasterio.open(stage, "w", **profile) as out, Pyramid(stage, profile, factors) as pyramid:
+        describe(out, legend, tags)
+        km2 = fill(out, pyramid) if fill is not None else km2
+        if km2 is None:
+            raise ValueError("make_cog needs the pixels (fill) or the class areas (km2)")
+        write_areas(out, km2)
+    source = pyramid.vrt(stage.with_suffix(".vrt"), hollow=fill is None) if factors or fill is None else stage
+    cog_copy(source, partial, tile, options, threads)
+    return km2

@@ -2,9 +2,12 @@
 
 :class:`Deliveries` holds a run directory's provinces being written: asked to
 :meth:`~Deliveries.release` provinces, it submits each one's COG (masked to the
-province polygon, from the chunks recorded done; :func:`sinolc_dist.deliver.cog.write_cog`)
-as a task on the run's cluster, ahead of the inference tasks queued there,
-without waiting (with no cluster it writes it here at once).
+province polygon, from the chunks recorded done) on the run's cluster, ahead
+of the inference tasks queued there, without waiting: on the grid's CRS as
+many block tasks and one assembly (:func:`sinolc_dist.deliver.tiled.submit_cog`,
+so a province's time falls with the number of workers), reprojected as one
+task (:func:`sinolc_dist.deliver.cog.write_cog`); with no cluster it writes it
+here at once.
 :meth:`~Deliveries.collect` takes the COGs finished so far and rewrites the
 national products over every provincial file (:mod:`sinolc_dist.deliver.national`).
 A run streams its provinces through one of these while inference goes on
@@ -16,8 +19,8 @@ province that fails on a worker (a full disk) comes back as a value, so no
 worker logs "Compute Failed"; the first failure is raised here as one error
 once the others have ended.  A COG's tags name the chunks it holds and the
 share imagery covered (:mod:`sinolc_dist.deliver.catalog`), nothing that
-differs between two runs of one configuration; its STAC item holds the run id,
-folder, host and time.
+differs between two runs of one configuration; its STAC Item (in the run's
+catalog, :mod:`sinolc_dist.deliver.stac`) holds the run id, folder, host and time.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +40,11 @@ import zarr
 from shapely.geometry.base import BaseGeometry
 
 from sinolc_dist import __version__
+from sinolc_dist.deliver.blocks import Refused as _Refused
 from sinolc_dist.deliver.catalog import Contents
 from sinolc_dist.deliver.cog import CRS_TAG, CogReport, target_crs, union_window, write_cog
 from sinolc_dist.deliver.national import cog_tags, write_national
+from sinolc_dist.deliver.tiled import submit_cog
 from sinolc_dist.errors import InputError, SinolcError
 from sinolc_dist.grid import ChunkId, Grid, Window
 from sinolc_dist.legend import Legend
@@ -178,11 +183,23 @@ class Deliveries:
                     to_crs(self.geoms[prov.adcode], self.grid.crs), tags)
 
     def _submit(self, job: _Job) -> Pending:
-        """Start one province's COG: one task on the cluster (ahead of queued inference), or here at once."""
+        """Start one province's COG on the cluster (ahead of queued inference), or here at once.
+
+        On the grid's CRS its blocks are written by many tasks and assembled by
+        one (:func:`~sinolc_dist.deliver.tiled.submit_cog`, the same file);
+        reprojected, one task writes it (:func:`~sinolc_dist.deliver.cog.write_cog`).
+        """
         args = (job.dst, self.grid, self.rundir.output.resolve(), job.window, job.mask, job.tags, self.crs,
                 self.config.legend)
+        written: Future[CogReport | _Refused] = Future()
+        if self.client is not None and self.crs_label == "grid":
+            try:
+                return submit_cog(self.client, job.dst, self.grid, self.rundir.output.resolve(), job.window,
+                                  job.mask, job.tags, self.config.legend, f"mosaic-{job.province.adcode}")
+            except SinolcError as exc:  # raised by collect(), as a worker's would be
+                written.set_result(_Refused(type(exc), str(exc)))
+                return _Writing(written)
         if self.client is None:
-            written: Future[CogReport | _Refused] = Future()
             written.set_result(_province_task(*args))
             return _Writing(written)
         return _Writing(self.client.submit(_province_task, *args, key=f"mosaic-{job.province.adcode}",
@@ -207,32 +224,23 @@ class Deliveries:
             reports.append(report)
             log.info("province %s (%s) delivered: %s (%d x %d px, %.1f MB, %.1f s)", prov.name_en, code,
                      report.path, report.width, report.height, report.bytes / 1e6, report.seconds)
-        notes = self.national() if reports or always else []
+        notes = self.national({r.path: r.sha256 for r in reports if r.sha256}) if reports or always else []
         if errors:
             more = f" ({len(errors) - 1} other province(s) failed too)" if len(errors) > 1 else ""
             raise type(errors[0])(str(errors[0]) + more)
         return reports, notes
 
-    def national(self) -> list[str]:
-        """Rewrite statistics, national VRT, quicklooks and catalog over every provincial file."""
+    def national(self, checksums: Mapping[Path, str] | None = None) -> list[str]:
+        """Rewrite statistics, national VRT, quicklooks and catalog over every provincial file.
+
+        ``checksums``: the SHA-256 of COGs just written (their writers hashed them), not read again.
+        """
         def chunks_of(adcode: str) -> list[ChunkId]:
             with StateStore(self.rundir.state) as state:
                 return [r.chunk for r in state.records(adcode) if r.status == DONE]
 
         return write_national(self.rundir, self.config, self.run_id, self.region.provinces, self.geoms,
-                              chunks_of)
-
-
-@dataclass(frozen=True)
-class _Refused:
-    """A province's expected failure on a worker, returned as a value, not raised there.
-
-    A raised error would be logged by the worker as "Compute Failed" with its
-    traceback, and would end the gather while other provinces are still writing.
-    """
-
-    kind: type[SinolcError]
-    message: str
+                              chunks_of, checksums)
 
 
 def _province_task(dst: Path, grid: Grid, output: Path, window: Window, mask: BaseGeometry,

@@ -10,7 +10,8 @@ is XML, the quicklooks are drawn from the COGs' overviews, the catalog is JSON.
 * ``mosaics/china.vrt``: one national raster for GDAL/QGIS users (GDAL cannot
   read the Zarr v3 store), written as XML since ``gdalbuildvrt`` may be missing;
 * ``mosaics/quicklooks/*.png``: each province and the country in the legend's colours;
-* ``mosaics/<name>.json``: each COG's STAC item (:mod:`sinolc_dist.deliver.catalog`).
+* ``mosaics/catalog.json``, ``collection.json`` and ``<name>.json``: the run's STAC
+  catalog, one Item per COG (:mod:`sinolc_dist.deliver.stac`).
 """
 
 from __future__ import annotations
@@ -19,17 +20,11 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import rasterio
 from shapely.geometry.base import BaseGeometry
 
-from sinolc_dist.deliver.catalog import (
-    CHUNKS_TAG,
-    COUNT_TAG,
-    NO_IMAGERY_TAG,
-    SHARE_TAG,
-    write_item,
-)
+from sinolc_dist.deliver.catalog import CHUNKS_TAG, COUNT_TAG, NO_IMAGERY_TAG, SHARE_TAG
 from sinolc_dist.deliver.cog import AREAS_TAG, class_areas, union_window
+from sinolc_dist.deliver.stac import Delivered, read_cog, write_catalog
 from sinolc_dist.deliver.stats import ProvinceAreas, area_method, write_tables
 from sinolc_dist.deliver.vrt import write_vrt
 from sinolc_dist.errors import InputError
@@ -43,9 +38,8 @@ from sinolc_dist.rundir.layout import RunDir
 
 
 def cog_tags(path: Path) -> dict[str, str]:
-    """A COG's dataset tags."""
-    with rasterio.open(path) as src:
-        return src.tags()
+    """A COG's dataset tags; a file that cannot be read is one :class:`InputError` naming it."""
+    return read_cog(path).tags
 
 
 def delivered_files(rundir: RunDir, provinces: tuple[Province, ...]) -> dict[Province, Path]:
@@ -56,16 +50,19 @@ def delivered_files(rundir: RunDir, provinces: tuple[Province, ...]) -> dict[Pro
 def write_national(
     rundir: RunDir, config: RunConfig, run_id: str, provinces: tuple[Province, ...],
     geoms: Mapping[str, BaseGeometry], chunks_of: Callable[[str], list[ChunkId]],
+    checksums: Mapping[Path, str] | None = None,
 ) -> list[str]:
-    """Statistics, national VRT, quicklooks and the STAC items over every provincial file of the run.
+    """Statistics, national VRT, quicklooks and the STAC catalog over every provincial file of the run.
 
     ``geoms`` are the provinces' lon/lat polygons; ``chunks_of(adcode)`` gives a
     province's done chunks (only for a COG written before files carried their
-    class areas).
+    class areas); ``checksums`` are the SHA-256 digests of COGs already known
+    (computed as they were written), so only the others are read to hash them.
     Returns the notes for the user, naming each file.
     """
     files = delivered_files(rundir, provinces)
     if not files:
+        _catalog(rundir, config, run_id, provinces, files, geoms, checksums)
         return []
     legend, grid = config.legend, config.grid
     rows = []
@@ -90,10 +87,19 @@ def write_national(
     except InputError as exc:
         notes.append(f"no national mosaic: {exc}")
     notes.append(f"quicklooks: {_quicklooks(rundir.quicklooks, files, legend)}")
-    properties = {"run_id": run_id, "run_dir": str(rundir.root.resolve())}
-    for prov, path in files.items():
-        write_item(path, f"{run_id}-{prov.adcode}", properties)
+    notes.append(f"STAC catalog: {_catalog(rundir, config, run_id, provinces, files, geoms, checksums)}")
     return notes
+
+
+def _catalog(rundir: RunDir, config: RunConfig, run_id: str, provinces: tuple[Province, ...],
+             files: dict[Province, Path], geoms: Mapping[str, BaseGeometry],
+             checksums: Mapping[Path, str] | None) -> Path | None:
+    """The run's STAC catalog over the files present; the Items of the provinces without one removed."""
+    cogs = [Delivered(path, f"{run_id}-{prov.adcode}", f"{prov.name_en} {prov.name_zh} ({prov.adcode})",
+                      geoms[prov.adcode]) for prov, path in files.items()]
+    absent = [rundir.mosaic(p.adcode, p.name_en) for p in provinces if p not in files]
+    return write_catalog(rundir.mosaics, run_id, config.region, config.legend, cogs,
+                         {"run_id": run_id, "run_dir": str(rundir.root.resolve())}, absent, checksums)
 
 
 def _quicklooks(folder: Path, files: dict[Province, Path], legend: Legend) -> Path:

@@ -118,14 +118,37 @@ class Pyramid:
             r0, c0 = row // factor, col // factor
             out.write(level, 1, window=((r0, r0 + level.shape[0]), (c0, c0 + level.shape[1])))
 
-    def vrt(self, path: Path) -> Path:
-        """Write a VRT of the stage (all its metadata) that lists the level files as overviews."""
+    def vrt(self, path: Path, hollow: bool = False) -> Path:
+        """Write a VRT of the stage (all its metadata) that lists the level files as overviews.
+
+        ``hollow``: the VRT and its levels (VRTs too, beside ``path``) keep no
+        source, so every pixel reads as nodata without a file being read: GDAL's
+        COG driver then makes the file of empty tiles of a huge window about
+        three times faster than from the sparse stage (it still visits every
+        pixel, at some 10 GB/s), with the same bytes.
+        """
+        levels = [_hollow(level, path.with_name(f"{level.name}.vrt")) if hollow else level
+                  for level in self.paths]
         rasterio.shutil.copy(self.stage, path, driver="VRT")
+        if hollow:
+            _hollow(path, path)
         tree = ET.parse(path)
         for band in tree.getroot().iter("VRTRasterBand"):  # one: the class band
-            for level in self.paths:
+            for level in levels:
                 overview = ET.SubElement(band, "Overview")
                 ET.SubElement(overview, "SourceFilename", relativeToVRT="0").text = str(level.resolve())
                 ET.SubElement(overview, "SourceBand").text = "1"
         tree.write(path, encoding="unicode")
         return path
+
+
+def _hollow(source: Path, path: Path) -> Path:
+    """A VRT of ``source`` (its size, georeferencing and metadata) with no pixel source: all nodata."""
+    if source != path:
+        rasterio.shutil.copy(source, path, driver="VRT")
+    tree = ET.parse(path)
+    for band in tree.getroot().iter("VRTRasterBand"):
+        for element in [e for e in band if e.tag.endswith("Source")]:
+            band.remove(element)
+    tree.write(path, encoding="unicode")
+    return path

@@ -22,7 +22,6 @@ overrides)``; ``ModelRef.overrides`` in the engine): at least ``mean`` and
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from sinolc_dist.errors import CheckpointError
+from sinolc_dist.files import file_sha256
 from sinolc_dist.legend import DEFAULT_LEGEND, DROP, Channels, channel_codes, load_legend
 from sinolc_dist.models.archs import ARCHITECTURES, build, check_arch, detect
 
@@ -102,15 +102,6 @@ class Checkpoint:
                                   "build it with sinolc_dist.models.plugins.build_plugin")
         return build(self.spec.arch, self.state_dict, what, self.spec.width, len(self.spec.bands),
                      len(self.spec.channels))
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hash of a file's bytes, recorded in outputs to name the weights used."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> None:

@@ -22,9 +22,10 @@ import yaml
 from sinolc_dist.cluster.profiles import check_profile
 from sinolc_dist.config_types import check_types, field_types
 from sinolc_dist.errors import ConfigError
+from sinolc_dist.files import file_sha256
 from sinolc_dist.grid import Grid, geographic_grid, is_geographic, resolve_crs
 from sinolc_dist.models import DEMO_CHECKPOINT
-from sinolc_dist.models.checkpoint import ModelSpec, file_sha256, load_checkpoint
+from sinolc_dist.models.checkpoint import ModelSpec, load_checkpoint
 from sinolc_dist.models.loader import ModelRef
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # sinolc_dist/, beside the repo's workflows/ and cluster/

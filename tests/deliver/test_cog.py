@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -82,6 +83,7 @@ def test_cog_matches_store_inside_polygon(classes, tmp_path):
     assert (report.path, report.width, report.height) == (dst, 2048, 2048)
     assert report.valid
     assert report.bytes == dst.stat().st_size
+    assert report.sha256 == hashlib.sha256(dst.read_bytes()).hexdigest()
     assert report.overviews == [2, 4]
     with rasterio.open(dst) as src:
         assert CRS.from_wkt(src.crs.to_wkt()).equals(GRID.pyproj_crs)
@@ -148,6 +150,13 @@ def test_narrow_windows_still_validate(classes, tmp_path, window, tile, overview
     for level, factor in enumerate(report.overviews):
         with rasterio.open(report.path, OVERVIEW_LEVEL=level) as ovr:
             np.testing.assert_array_equal(ovr.read(1), data[::factor, ::factor])
+
+
+def test_compression_threads_write_the_same_bytes(classes, tmp_path):
+    window = Window(0, 0, 2048, 2048)
+    one = write_cog(tmp_path / "one.tif", GRID, classes, window, threads=1)
+    every = write_cog(tmp_path / "all.tif", GRID, classes, window, threads="ALL_CPUS")
+    assert one.sha256 == every.sha256 and one.path.read_bytes() == every.path.read_bytes()
 
 
 def test_union_window_and_bad_windows(classes, tmp_path):

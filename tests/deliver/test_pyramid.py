@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from affine import Affine
 
 from sinolc_dist.deliver.pyramid import Pyramid, layout, mode2
@@ -104,3 +105,20 @@ def test_pyramid_without_factors_writes_nothing(tmp_path):
     with Pyramid(stage, profile, []) as pyramid:
         pyramid.add(0, 0, np.ones((64, 64), np.uint8))
     assert pyramid.paths == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_hollow_vrt_reads_nodata_and_copies_to_the_same_empty_cog(tmp_path):
+    stage, profile = tmp_path / "stage.tif", _profile(3000, 2200)
+    with rasterio.open(stage, "w", **profile) as out, Pyramid(stage, profile, [2, 4]) as pyramid:
+        out.update_tags(PROVINCE="Test")
+    hollow = pyramid.vrt(tmp_path / "hollow.vrt", hollow=True)
+    assert "Source>" not in hollow.read_text().replace("SourceFilename>", "").replace("SourceBand>", "")
+    with rasterio.open(hollow) as src:
+        assert src.overviews(1) == [2, 4] and src.tags()["PROVINCE"] == "Test"
+        assert not src.read(1).any() and not src.read(1, out_shape=(750, 550)).any()
+    cogs = []
+    for source in (pyramid.vrt(tmp_path / "full.vrt"), hollow):
+        cogs.append(tmp_path / f"{source.stem}.cog.tif")
+        rasterio.shutil.copy(source, cogs[-1], driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
+                             SPARSE_OK=True, OVERVIEWS="FORCE_USE_EXISTING")
+    assert cogs[0].read_bytes() == cogs[1].read_bytes()
