@@ -366,6 +366,12 @@ def ingest(imagery: tuple[str, ...], region: str, workflow: str, cluster: str | 
     run_with_progress(summary_lines, run_ingest, req)
 
 
+from sinolc_dist.cli_audit import audit_command, repair_command  # noqa: E402
+
+cli.add_command(audit_command)
+cli.add_command(repair_command)
+
+
 def main() -> None:
     """Entry point: run the CLI, turning expected errors into one line and an exit code."""
     try:

@@ -32,6 +32,7 @@ import yaml
 from conftest import WORKFLOW, done_count, kill_busiest_worker_once, prepared_run, run_output
 from distributed import get_client
 
+from sinolc_dist.audit.report import audit
 from sinolc_dist.cluster.core import open_cluster
 from sinolc_dist.cluster.registry import scheduler
 from sinolc_dist.errors import ConfigError
@@ -241,6 +242,8 @@ class SchedulerContract:
         for words in self.driver_success:
             assert words in said, said
         assert np.array_equal(run_output(rundir, scene.window), reference)
+        cogs = list(rundir.mosaics.glob("*.tif"))  # the mosaics written on the scheduler's workers
+        assert cogs and all(audit(cog).findings == 0 for cog in cogs), [audit(c).to_dict() for c in cogs]
 
     def test_refused_queue_is_one_clear_error(self, tmp_path, job_name):
         text = self.refusal(tmp_path, job_name, queue="nope", minimum_jobs=1, maximum_jobs=1)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from sinolc_dist.audit.report import audit
 from sinolc_dist.legend import SINOLC
 from sinolc_dist.rundir import stores
 from sinolc_dist.rundir.layout import RunDir
@@ -44,6 +45,8 @@ def test_demo_end_to_end_and_rerun(tmp_path):
         assert src.transform == grid.window_transform(window)
         pixels = src.read(1)
     assert np.array_equal(pixels, stores.read_window(stores.open_array(rundir.output, grid), window))
+    clean = audit(tif)  # our own mosaic: no duplicated strip, no seam on its tiles
+    assert clean.findings == 0, clean.to_dict()
 
     second = demo(run_dir)
     assert second.returncode == 0, second.stderr

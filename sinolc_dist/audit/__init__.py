@@ -1,0 +1,1 @@
+"""Audit any class map for duplicated strips and seams, and repair it (strips removed, gaps closed)."""
