@@ -371,6 +371,11 @@ from sinolc_dist.cli_audit import audit_command, repair_command  # noqa: E402
 cli.add_command(audit_command)
 cli.add_command(repair_command)
 
+from sinolc_dist.cli_validate import sample, validate  # noqa: E402
+
+cli.add_command(validate)
+cli.add_command(sample)
+
 
 def main() -> None:
     """Entry point: run the CLI, turning expected errors into one line and an exit code."""

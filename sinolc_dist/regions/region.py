@@ -227,7 +227,7 @@ def _read_gpkg(path: Path) -> list[tuple[BaseGeometry, dict[str, Any]]]:
         except sqlite3.DatabaseError as exc:
             raise InputError(f"region file {path} is not a GeoPackage: {exc}") from None
         for table, column, srs_id in layers:
-            crs = _lonlat_from(_gpkg_crs(con, srs_id), path)
+            crs = _lonlat_from(gpkg_crs(con, srs_id), path)
             cur = con.execute(f'SELECT * FROM "{table}"')
             names = [d[0] for d in cur.description]
             for row in cur:
@@ -240,7 +240,7 @@ def _read_gpkg(path: Path) -> list[tuple[BaseGeometry, dict[str, Any]]]:
     return out
 
 
-def _gpkg_crs(con: sqlite3.Connection, srs_id: int) -> str:
+def gpkg_crs(con: sqlite3.Connection, srs_id: int) -> str:
     """Return a GeoPackage layer's CRS as text PROJ reads (srs_id 0: undefined lon/lat)."""
     if srs_id == 0:
         return LONLAT
