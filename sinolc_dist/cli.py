@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sinolc_dist import __version__
+from sinolc_dist.cli_audit import audit_command, repair_command
+from sinolc_dist.cli_validate import sample, validate
+from sinolc_dist.deliver.chunk_map import status_maps
 from sinolc_dist.errors import SinolcError
 from sinolc_dist.model_flags import PairsCommand, model_choice, model_options
 from sinolc_dist.regions.provinces import PROVINCES
@@ -199,7 +202,8 @@ def rerun(run_dir: Path, failed: bool, chunks: tuple[str, ...], province: str | 
 @RUN_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
-              help="Also draw every chunk coloured by state (pending, done, failed) into this PNG.")
+              help="Also map every chunk's state: a GeoTIFF for .tif (one pixel per chunk, as "
+                   "status/chunks.tif), else a PNG.")
 def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
     """Show chunks per province and status, whether a driver runs and how the last one ended, errors.
 
@@ -209,9 +213,8 @@ def status(run_dir: Path, as_json: bool, map_path: Path | None) -> None:
     """
     report = run_status.status(run_dir)
     if map_path is not None:
-        from sinolc_dist.deliver.maps import status_map  # matplotlib only when a map is asked for
-
-        console.print(f"map: {status_map(run_dir, map_path)}", markup=False, soft_wrap=True)
+        for written in status_maps(run_dir, map_path, report.driver.alive):
+            console.print(f"map: {written}", markup=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps(asdict(report)))
         return
@@ -366,13 +369,8 @@ def ingest(imagery: tuple[str, ...], region: str, workflow: str, cluster: str | 
     run_with_progress(summary_lines, run_ingest, req)
 
 
-from sinolc_dist.cli_audit import audit_command, repair_command  # noqa: E402
-
 cli.add_command(audit_command)
 cli.add_command(repair_command)
-
-from sinolc_dist.cli_validate import sample, validate  # noqa: E402
-
 cli.add_command(validate)
 cli.add_command(sample)
 

@@ -338,3 +338,51 @@ class StateStore:
                 "UPDATE chunks SET status = ?, coverage = 0, error = NULL WHERE id = ?",
                 [(NO_IMAGERY, c.key) for c in chunks],
             )
+
+
+class StateReader:
+    """Read-only queries of a state file that a running driver may be writing (maps, the live page).
+
+    Opened with SQLite's ``mode=ro``: it never takes the driver's write lock nor
+    creates anything; the schema stays this module's alone.  A file that cannot
+    be read is a :class:`RunDirError` naming it.
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        self.path = Path(path).absolute()
+        try:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=timeout)
+            self._db.execute("SELECT 1 FROM chunks LIMIT 1")
+        except sqlite3.Error as exc:
+            raise RunDirError(f"cannot read the state {self.path} ({exc}): give the --run-dir of a planned "
+                              "run (`sinolc-dist plan` or `sinolc-dist run`)") from None
+
+    def __enter__(self) -> StateReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._db.close()
+
+    def lattice_rows(self, codes: dict[str, int]) -> list[tuple[int, int, int, int, float]]:
+        """``(row, col, code, attempts, seconds)`` of every planned chunk, its status as ``codes`` numbers it.
+
+        SQLite translates the statuses (0 for one not in ``codes``), so a national state reads in seconds.
+        """
+        case = " ".join(f"WHEN ? THEN {int(c)}" for c in codes.values())
+        sql = f"SELECT row, col, CASE status {case} ELSE 0 END, attempts, COALESCE(seconds, 0) FROM chunks"
+        return self._db.execute(sql, tuple(codes)).fetchall()
+
+    def province_cells(self, row0: int, col0: int, width: int) -> Iterator[tuple[tuple[str, ...], list[int]]]:
+        """Each distinct set of provinces with the flat cells of its chunks.
+
+        A chunk's cell is ``(row - row0) * width + col - col0``, its place in a lattice ``width`` wide.
+        """
+        for provinces, cells in self._db.execute(
+                "SELECT provinces, group_concat((row - ?) * ? + (col - ?)) FROM chunks GROUP BY provinces",
+                (row0, width, col0)):
+            yield tuple(filter(None, provinces.split(","))), [int(c) for c in cells.split(",")]
+
+    def detail(self, chunk: ChunkId) -> tuple[str | None, str | None]:
+        """``(worker, error)`` recorded for a chunk (``(None, None)`` for one not planned)."""
+        row = self._db.execute("SELECT worker, error FROM chunks WHERE id = ?", (chunk.key,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)

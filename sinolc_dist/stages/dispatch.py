@@ -47,6 +47,22 @@ class Task(Protocol):
 T = TypeVar("T", bound=Task)
 
 
+class Watcher(Protocol):
+    """What follows a dispatch chunk by chunk (the live map, :class:`~sinolc_dist.stages.live.LiveRun`)."""
+
+    def submitted(self, chunks: tuple[ChunkId, ...], key: str) -> None:
+        """Chunks sent to the cluster in the task ``key``."""
+
+    def retrying(self, result: ChunkResult) -> None:
+        """A chunk's attempt failed and the chunk goes back to the queue."""
+
+    def recorded(self, results: list[ChunkResult]) -> None:
+        """Results now in the state (after ``on_record``)."""
+
+    def progress(self, report: RunReport) -> None:
+        """The report after a flush (before ``on_progress``)."""
+
+
 @dataclass
 class RunReport:
     """What a dispatch did: counts, time and the failures with their reasons."""
@@ -124,7 +140,8 @@ class Dispatcher(Generic[T]):
     on the same worker (the engine's compute and write stages: the write
     overlaps the next shard's compute).  ``resources`` is what each ``work``
     task asks of a worker (``{"GPU": 1}`` on GPU clusters); ``finish`` tasks
-    ask nothing.
+    ask nothing.  ``watchers`` (empty at first) see each submission, retry,
+    recorded batch and report (:class:`Watcher`).
     """
 
     def __init__(
@@ -139,6 +156,7 @@ class Dispatcher(Generic[T]):
         self.work, self.finish, self.resources, self.on_progress = work, finish, resources, on_progress
         self.on_record = on_record
         self.report = RunReport()
+        self.watchers: list[Watcher] = []
         self._attempts: dict[ChunkId, int] = defaultdict(int)
         self._queue: Iterator[T] = iter(())
         self._backlog: list[T] = []
@@ -175,8 +193,10 @@ class Dispatcher(Generic[T]):
         if task is None:
             return False
         n = 1 + max(self._attempts[c] for c in task.chunks)
-        fut = self.client.submit(self.work, task, key=f"{task.key}-a{n}", pure=False, retries=0,
-                                 resources=self.resources)
+        key = f"{task.key}-a{n}"
+        fut = self.client.submit(self.work, task, key=key, pure=False, retries=0, resources=self.resources)
+        for watcher in self.watchers:
+            watcher.submitted(task.chunks, key)
         if self.finish is not None:  # a second task writes, on the same worker, while the next computes
             fut = self.client.submit(self.finish, task, fut, key=f"write-{task.key.split('-', 1)[1]}-a{n}",
                                      pure=False, retries=0)
@@ -213,6 +233,8 @@ class Dispatcher(Generic[T]):
         if attempts <= self.retries and not r.deterministic:
             self.report.retried += 1
             log.warning("chunk %s failed (attempt %d), retrying: %s", r.chunk.key, attempts, r.error)
+            for watcher in self.watchers:
+                watcher.retrying(r)
             return True
         self.report.failed += 1
         self.report.errors[r.chunk.key] = r.error
@@ -231,8 +253,12 @@ class Dispatcher(Generic[T]):
             recorded, self._pending = self._pending, []
             self.state.record(recorded)
             self.on_record(recorded)
+            for watcher in self.watchers:
+                watcher.recorded(recorded)
         self._last_flush = time.time()
         self.report.seconds = time.time() - self._t_start
+        for watcher in self.watchers:
+            watcher.progress(self.report)
         self.on_progress(self.report)
 
 

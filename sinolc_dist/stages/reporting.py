@@ -38,6 +38,8 @@ class ProgressDisplay:
         console.print(f"chunks planned: {summary.planned}, already done: {summary.skipped}")
         if summary.dashboard:
             console.print(f"dashboard: {summary.dashboard}")
+        if summary.live_map:
+            console.print(f"live chunk map: {summary.live_map}")
         if summary.scheduler:
             console.print(f"scheduler: {summary.scheduler}")
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -34,11 +35,13 @@ from distributed import Client
 from sinolc_dist.cluster.core import open_cluster
 from sinolc_dist.cluster.registry import scheduler
 from sinolc_dist.errors import ChunkFailures
-from sinolc_dist.grid import ChunkId
+from sinolc_dist.grid import ChunkId, Grid
 from sinolc_dist.rundir.layout import RunDir, setup_logging
 from sinolc_dist.rundir.state import DONE, StateStore
-from sinolc_dist.stages.dispatch import Dispatcher, RunReport, Task, interruptible
+from sinolc_dist.stages.dashboard import install_page
+from sinolc_dist.stages.dispatch import Dispatcher, RunReport, Task, Watcher, interruptible
 from sinolc_dist.stages.lifecycle import driver_session
+from sinolc_dist.stages.live import live_run
 
 log = logging.getLogger("sinolc_dist.stages.stage")
 
@@ -50,6 +53,8 @@ class StageSummary:
     rundir: RunDir
     dashboard: str = ""
     scheduler: str = ""
+    #: The dashboard's live chunk map ('' when the scheduler serves no dashboard here).
+    live_map: str = ""
     planned: int = 0
     skipped: int = 0
     report: RunReport = field(default_factory=RunReport)
@@ -73,6 +78,8 @@ class Stage(ABC, Generic[S]):
     name: ClassVar[str]
     #: Whether chunks left unfinished fail the driver (see the class docstring).
     failures_end_driver: ClassVar[bool] = True
+    #: The grid of the stage's chunks, set by each stage while loading (none: no live view).
+    grid: Grid | None = None
 
     def __init__(self, run_dir: Path, cluster: tuple[str, dict[str, Any]]) -> None:
         self.rundir = RunDir(Path(run_dir).absolute())  # tasks and job scripts carry absolute paths
@@ -113,6 +120,21 @@ class Stage(ABC, Generic[S]):
     def close(self, state: StateStore, summary: S) -> None:
         """Complete the summary from the state before it closes; nothing by default."""
 
+    @contextmanager
+    def _watched(self, client: Client, summary: S) -> Iterator[list[Watcher]]:
+        """The dispatch's live view while the block runs: the minute line, ``status/chunks.tif``, the page.
+
+        None without a grid.  The page's outlines follow the frozen run's
+        ``--boundaries`` (cnmaps' provinces without one).
+        """
+        if self.grid is None:
+            yield []
+            return
+        with live_run(self.rundir, self.state_path, self.grid, self.name) as live:
+            config = self.rundir.read_config() if self.rundir.config.is_file() else None
+            summary.live_map = install_page(client, live, config.boundaries if config else None) or ""
+            yield [live]
+
     def unfinished(self, summary: S) -> str:
         """The one-line error when chunks did not finish ('' when all did)."""
         return ""
@@ -140,10 +162,12 @@ class Stage(ABC, Generic[S]):
                         summary.dashboard = client.dashboard_link
                         summary.scheduler = client.scheduler.address
                         self.on_cluster(client)
-                        on_start(summary)
-                        dispatcher = self.dispatcher(client, state, lambda r: on_progress(r, len(todo)))
-                        summary.report = dispatcher.run(self.tasks(todo))
-                        self.deliver(summary, client)
+                        with self._watched(client, summary) as watchers:
+                            on_start(summary)
+                            dispatcher = self.dispatcher(client, state, lambda r: on_progress(r, len(todo)))
+                            dispatcher.watchers += watchers
+                            summary.report = dispatcher.run(self.tasks(todo))
+                            self.deliver(summary, client)
                 else:
                     on_start(summary)
                     self.deliver(summary, None)

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sinolc_dist.deliver.chunk_map import chunk_map_path
 from sinolc_dist.errors import RunDirError
 from sinolc_dist.grid import Grid
 from sinolc_dist.imagery.pixels import failing_path
@@ -87,6 +88,8 @@ class StatusReport:
     updated: float = field(default_factory=time.time)
     coverage: list[ProvinceCoverage] = field(default_factory=list)
     delivered: list[Delivery] = field(default_factory=list)
+    #: ``status/chunks.tif`` (one pixel per chunk, for QGIS) where a driver or ``status --map`` wrote it.
+    chunk_map: str = ""
 
 
 @dataclass(frozen=True)
@@ -210,8 +213,14 @@ def status(run_dir: Path) -> StatusReport:
         [ErrorGroup(*key, n) for key, n in groups.most_common(MAX_GROUPS)], driver, recomputed, waiting,
         chunks_per_hour=per_hour, km2_per_hour=per_hour * grid.nominal_chunk_km2,
         eta_hours=total[PENDING] / per_hour if per_hour and total[PENDING] else None, coverage=coverage,
-        delivered=delivered,
+        delivered=delivered, chunk_map=_chunk_map(rundir, stage),
     )
+
+
+def _chunk_map(rundir: RunDir, stage: str) -> str:
+    """The stage's chunk map, '' where none was written."""
+    path = chunk_map_path(rundir, stage)
+    return str(path) if path.is_file() else ""
 
 
 def status_lines(report: StatusReport) -> list[str]:
@@ -232,6 +241,9 @@ def status_lines(report: StatusReport) -> list[str]:
                      "finish `sinolc-dist ingest` and run again)")
     lines += coverage_lines(report.coverage)
     lines += _delivery_lines(report)
+    if report.chunk_map:
+        lines.append(f"chunk map (one pixel per chunk, for QGIS): {report.chunk_map} (refreshed by a running "
+                     "driver; `status --map FILE.tif` writes one from the state)")
     if report.errors:
         lines.append("errors by cause and file (failed chunks):")
     lines += [f"  {g.chunks} × [{g.stage}] {g.cause}" + (f" — file {g.file}" if g.file else "")

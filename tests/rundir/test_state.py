@@ -15,6 +15,7 @@ from sinolc_dist.rundir.state import (
     NO_IMAGERY,
     PENDING,
     ChunkResult,
+    StateReader,
     StateStore,
     worker_label,
 )
@@ -153,3 +154,26 @@ def test_worker_label_names_the_batch_job(monkeypatch, env, label):
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     assert re.fullmatch(label, worker_label())
+
+
+def test_the_reader_sees_what_the_driver_records_and_writes_nothing(tmp_path):
+    path = tmp_path / "state.sqlite"
+    with StateStore(path) as state:
+        state.add_chunks([(ChunkId(3, 4), ("420000",)), (ChunkId(3, 5), ("420000", "430000")),
+                          (ChunkId(4, 4), ("420000",))])
+        state.record([ChunkResult(ChunkId(3, 4), True, worker="w1", seconds=2.5),
+                      ChunkResult(ChunkId(4, 4), False, worker="w2", error="boom")])
+        with StateReader(path) as reader:  # while the driver holds the store open
+            rows = sorted(reader.lattice_rows({"pending": 1, "done": 3}))
+            cells = dict(reader.province_cells(3, 4, 2))
+            assert reader.detail(ChunkId(4, 4)) == ("w2", "boom")
+            assert reader.detail(ChunkId(9, 9)) == (None, None)
+    # (row, col, code, attempts, seconds); failed is not among the codes asked: 0.
+    assert [(r, c, code, s) for r, c, code, _, s in rows] == [(3, 4, 3, 2.5), (3, 5, 1, 0), (4, 4, 0, 0)]
+    assert {k: sorted(v) for k, v in cells.items()} == {("420000",): [0, 2], ("420000", "430000"): [1]}
+
+
+def test_a_reader_of_a_missing_state_names_it(tmp_path):
+    with pytest.raises(RunDirError, match=r"cannot read the state .*missing\.sqlite.*--run-dir of a planned"):
+        StateReader(tmp_path / "missing.sqlite")
+    assert not (tmp_path / "missing.sqlite").exists()

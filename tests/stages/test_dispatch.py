@@ -113,3 +113,39 @@ def test_on_record_sees_each_final_result_once_after_it_is_in_the_state(client, 
         Dispatcher(client, state, retries=1, max_in_flight=2, work=flaky, on_record=recorded).run(tasks)
     assert sorted(r.chunk for r in seen) == CHUNKS  # the retried chunk's first failure is not final
     assert [r.ok for r in seen if r.chunk == ChunkId(101, 201)] == [False]
+
+
+class _Watcher:
+    """Records what a dispatch tells its watchers, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def submitted(self, chunks: tuple[ChunkId, ...], key: str) -> None:
+        self.events.append(("submitted", chunks, key))
+
+    def retrying(self, result: ChunkResult) -> None:
+        self.events.append(("retrying", result.chunk))
+
+    def recorded(self, results: list[ChunkResult]) -> None:
+        self.events.append(("recorded", tuple(r.chunk for r in results)))
+
+    def progress(self, report) -> None:
+        self.events.append(("progress", report.done))
+
+
+@pytest.mark.slow
+def test_watchers_see_submissions_retries_and_records(client, tmp_path):
+    watcher = _Watcher()
+    with _state(tmp_path) as state:
+        tasks = shard_tasks(GRID, CHUNKS, str(tmp_path), "out", ModelRef("x"))
+        dispatcher = Dispatcher(client, state, retries=2, max_in_flight=2, work=flaky)
+        dispatcher.watchers.append(watcher)
+        dispatcher.run(tasks)
+    kinds = [e[0] for e in watcher.events]
+    keys = [e[2] for e in watcher.events if e[0] == "submitted"]
+    assert len(keys) == 4 + 2  # four shards, then the flaky chunk twice more (retries go first)
+    assert [k for k in keys if k.startswith("infer-c/101/201-")] == [f"infer-c/101/201-a{n}" for n in (2, 3)]
+    assert [e[1] for e in watcher.events if e[0] == "retrying"] == [ChunkId(101, 201)] * 2
+    assert sorted(c for e in watcher.events if e[0] == "recorded" for c in e[1]) == CHUNKS
+    assert kinds[-1] == "progress" and watcher.events[-1][1] == 16

@@ -12,6 +12,7 @@ import time
 import pytest
 from conftest import done_count, small_grid, start_driver
 
+from sinolc_dist.deliver.chunk_map import status_maps
 from sinolc_dist.grid import ChunkId, Grid, ShardId
 from sinolc_dist.imagery.pixels import SourceReadError
 from sinolc_dist.rundir.integrity import present_shards
@@ -149,3 +150,14 @@ def test_status_after_sigkill_then_resume(small_run_one_chunk_tasks):
     assert f"{len(lost)} chunk(s) it computed were not recorded" in log
     assert "mosaic stage: started" in log  # the province was released as its last chunk was recorded:
     assert len(re.findall(r"province \w+ \(\d{6}\) delivered: \S+\.tif", log)) == 1
+
+
+def test_status_names_the_chunk_map_once_written(tmp_path):
+    rundir = _run_dir(tmp_path)
+    fill_state(rundir.state, {CHUNKS[0]: "OSError: boom"}, CHUNKS[1:3])
+    assert status(rundir.root).chunk_map == ""
+    written = status_maps(rundir.root, tmp_path / "m.tif", driver_alive=False)
+    report = status(rundir.root)
+    assert report.chunk_map == str(written[-1]) and written[-1].name == "chunks.tif"
+    assert any(line.startswith(f"chunk map (one pixel per chunk, for QGIS): {report.chunk_map}")
+               for line in status_lines(report))
