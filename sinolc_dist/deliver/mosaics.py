@@ -199,8 +199,8 @@ class Deliveries:
             except SinolcError as exc:  # raised by collect(), as a worker's would be
                 written.set_result(_Refused(type(exc), str(exc)))
                 return _Writing(written)
-        if self.client is None:
-            written.set_result(_province_task(*args))
+        if self.client is None:  # the machine is ours: GDAL compresses on all its cores (the same bytes)
+            written.set_result(_province_task(*args, threads="ALL_CPUS"))
             return _Writing(written)
         return _Writing(self.client.submit(_province_task, *args, key=f"mosaic-{job.province.adcode}",
                                            pure=False, priority=10))
@@ -244,11 +244,15 @@ class Deliveries:
 
 
 def _province_task(dst: Path, grid: Grid, output: Path, window: Window, mask: BaseGeometry,
-                   tags: dict[str, str], crs: str, legend: Legend) -> CogReport | _Refused:
-    """One province's COG, here or on a worker; a :class:`SinolcError` comes back as a value."""
+                   tags: dict[str, str], crs: str, legend: Legend,
+                   threads: str | None = None) -> CogReport | _Refused:
+    """One province's COG, here or on a worker; a :class:`SinolcError` comes back as a value.
+
+    ``threads``: GDAL's compression threads (``ALL_CPUS`` when written here, outside any cluster).
+    """
     try:
         return write_cog(dst, grid, stores.open_array(output, grid), window, mask_geometry=mask,
-                         tags=tags, crs=crs, legend=legend)
+                         tags=tags, crs=crs, legend=legend, threads=threads)
     except SinolcError as exc:
         return _Refused(type(exc), str(exc))
 

@@ -1,7 +1,8 @@
 """What a long command shows while it runs and when it ends.
 
 A progress bar on a terminal (chunks, px/s, km²/h, ETA), a plain line every
-10 s in batch logs, and the closing summary (each stage writes its own lines:
+minute in batch logs (``logs/driver-<job id>.out``: done, failed, pending,
+retried, px/s, ETA), and the closing summary (each stage writes its own lines:
 ``infer.summary_lines``, ``ingest.summary_lines``), also printed when the
 stage ends with failed chunks (then the error line follows).
 """
@@ -24,8 +25,12 @@ console = Console(stderr=True)
 S = TypeVar("S", bound=StageSummary)
 
 
+#: Seconds between the progress lines of a driver that is not on a terminal (a batch job's log).
+BATCH_EVERY_S = 60
+
+
 class ProgressDisplay:
-    """A progress bar on a terminal, a log line every 10 s in batch logs."""
+    """A progress bar on a terminal; in batch logs a line every :data:`BATCH_EVERY_S` s and at the end."""
 
     def __init__(self) -> None:
         self.bar: Progress | None = None
@@ -62,9 +67,10 @@ class ProgressDisplay:
                 self.bar.start()
                 self.task = self.bar.add_task(text, total=total)
             self.bar.update(self.task, completed=finished, description=text)
-        elif time.time() - self.last > 10 or finished == total:
+        elif time.time() - self.last > BATCH_EVERY_S or finished == total:
             self.last = time.time()
-            console.print(f"[{finished}/{total}] {text}")
+            console.print(f"[{finished}/{total}] {report.done} done, {report.failed} failed, "
+                          f"{total - finished} pending, {report.retried} retried | {text.split(' | ', 1)[1]}")
 
     def stop(self) -> None:
         """Remove the bar (idempotent)."""

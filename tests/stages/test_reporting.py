@@ -38,22 +38,23 @@ def test_start_leaves_out_addresses_when_no_cluster_ran(tmp_path, capsys):
     assert "chunks planned: 0, already done: 0" in err and "dashboard" not in err and "scheduler" not in err
 
 
-def test_batch_progress_is_a_line_every_10_s_and_at_the_end(capsys):
+def test_batch_progress_is_a_line_a_minute_and_at_the_end(capsys):
     progress = ProgressDisplay()
     progress.update(RunReport(done=1, seconds=2.0, pixels=100_000), 4)
-    progress.update(RunReport(done=2, seconds=4.0, pixels=200_000), 4)  # within 10 s of the first: quiet
+    progress.update(RunReport(done=2, seconds=4.0, pixels=200_000), 4)  # within a minute of the first: quiet
     progress.update(RunReport(done=3, failed=1, retried=2, seconds=8.0, pixels=300_000), 4)  # the end
     lines = capsys.readouterr().err.splitlines()
     # 1 of 4 done in 2 s: 6 s left; 100,000 px in 2 s = 50,000 px/s = 0.1 km² in 2 s = 180 km²/h.
-    assert lines == ["[1/4] 1 done, 0 failed, 0 retried | 50,000 px/s, 180.0 km²/h | ETA 00:00:06",
-                     "[4/4] 3 done, 1 failed, 2 retried | 37,500 px/s, 135.0 km²/h | ETA 00:00:00"]
+    assert lines == ["[1/4] 1 done, 0 failed, 3 pending, 0 retried | 50,000 px/s, 180.0 km²/h | ETA 00:00:06",
+                     "[4/4] 3 done, 1 failed, 0 pending, 2 retried | 37,500 px/s, 135.0 km²/h | ETA 00:00:00"]
     progress.stop()
     progress.stop()  # idempotent
 
 
 def test_progress_before_any_time_has_passed_has_no_eta(capsys):
     ProgressDisplay().update(RunReport(), 3)
-    assert capsys.readouterr().err.strip() == "[0/3] 0 done, 0 failed, 0 retried | 0 px/s, 0.0 km²/h | ETA ?"
+    assert capsys.readouterr().err.strip() == \
+        "[0/3] 0 done, 0 failed, 3 pending, 0 retried | 0 px/s, 0.0 km²/h | ETA ?"
 
 
 def test_run_with_progress_passes_the_callbacks_and_prints_the_summary(tmp_path, capsys):
