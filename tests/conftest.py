@@ -220,3 +220,15 @@ def start_driver(req: infer.RunRequest) -> subprocess.Popen:
     """Start that driver in its own session (so a test can kill its whole process group)."""
     return subprocess.Popen(driver_args(req), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+
+
+def assert_valid_cog(path: Path) -> None:
+    """rio-cogeo calls the file a valid COG, and GDAL's own ``gdalinfo -checksum`` reads every pixel of it."""
+    from rio_cogeo.cogeo import cog_validate
+
+    valid, errors, _ = cog_validate(path, quiet=True)
+    assert valid, errors
+    gdalinfo = shutil.which("gdalinfo")
+    if gdalinfo:
+        run = subprocess.run([gdalinfo, "-checksum", str(path)], capture_output=True, text=True)
+        assert run.returncode == 0 and "Checksum=" in run.stdout, run.stderr

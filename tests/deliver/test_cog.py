@@ -3,15 +3,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import shapely
-from conftest import fill_disk
+from conftest import assert_valid_cog, fill_disk
 from pyproj import CRS, Transformer
 from rio_cogeo.cogeo import cog_validate
 
@@ -58,16 +56,6 @@ def _centres_inside(geometry, window: Window) -> np.ndarray:
     return shapely.contains_xy(geometry, xs, ys)
 
 
-def _assert_valid_cog(path: Path) -> None:
-    valid, errors, _ = cog_validate(path, quiet=True)
-    assert valid, errors
-    gdalinfo = shutil.which("gdalinfo")
-    if gdalinfo:
-        run = subprocess.run([gdalinfo, "-checksum", str(path)], capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-        assert "Checksum=" in run.stdout
-
-
 def test_cog_matches_store_inside_polygon(classes, tmp_path):
     window = union_window(GRID, [ChunkId(r, c) for r in range(1, 5) for c in range(4)])
     assert window == Window(512, 0, 2560, 2048)
@@ -100,7 +88,7 @@ def test_cog_matches_store_inside_polygon(classes, tmp_path):
         assert src.tags(1)["CLASS_9"] == "Water"
         assert src.descriptions[0].startswith("land-cover class")
         data = src.read(1)
-    _assert_valid_cog(dst)
+    assert_valid_cog(dst)
 
     inside = _centres_inside(triangle, window)
     assert 0 < inside.sum() < inside.size
@@ -118,7 +106,7 @@ def test_window_cut_by_grid_edge_is_clipped(classes, tmp_path):
         assert src.transform == GRID.window_transform(clipped)
         assert src.shape == (400, 400)
     np.testing.assert_array_equal(_read(report.path), read_window(classes, clipped))
-    _assert_valid_cog(report.path)
+    assert_valid_cog(report.path)
 
 
 def test_window_not_aligned_to_chunks(classes, tmp_path):
@@ -127,7 +115,7 @@ def test_window_not_aligned_to_chunks(classes, tmp_path):
     with rasterio.open(report.path) as src:
         assert src.transform == GRID.window_transform(window)
     np.testing.assert_array_equal(_read(report.path), read_window(classes, window))
-    _assert_valid_cog(report.path)
+    assert_valid_cog(report.path)
 
 
 @pytest.mark.parametrize(("window", "tile", "overviews"), [
@@ -143,7 +131,7 @@ def test_narrow_windows_still_validate(classes, tmp_path, window, tile, overview
         for level in range(len(report.overviews)):
             with rasterio.open(report.path, OVERVIEW_LEVEL=level) as ovr:
                 assert not (ovr.width == ovr.block_shapes[0][1] and ovr.height > 512)
-    _assert_valid_cog(report.path)
+    assert_valid_cog(report.path)
     data = read_window(classes, window)
     np.testing.assert_array_equal(_read(report.path), data)
     assert report.overviews == overviews  # the mode of 8 px class patches is the patch's class
@@ -226,7 +214,7 @@ def test_reprojected_to_lonlat_by_nearest_neighbour(classes, tmp_path):
     window = Window(512, 512, 1536, 1536)
     report = write_cog(tmp_path / "lonlat.tif", GRID, classes, window, crs="EPSG:4326",
                        tags={"PROVINCE": "Test"})
-    _assert_valid_cog(report.path)
+    assert_valid_cog(report.path)
     with rasterio.open(report.path) as src:
         assert src.crs.to_epsg() == 4326
         t = src.transform
@@ -285,7 +273,7 @@ def test_overviews_are_the_class_mode_level_by_level(tmp_path):
         expected = mode2(expected)
         with rasterio.open(report.path, OVERVIEW_LEVEL=level) as ovr:
             np.testing.assert_array_equal(ovr.read(1), expected)
-    _assert_valid_cog(report.path)
+    assert_valid_cog(report.path)
 
 
 @pytest.mark.slow

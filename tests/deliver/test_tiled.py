@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,9 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from conftest import fill_disk
+from conftest import assert_valid_cog, fill_disk
 from distributed import Client, LocalCluster
-from rio_cogeo.cogeo import cog_validate
 
 from sinolc_dist.deliver.cog import write_cog
 from sinolc_dist.deliver.tiff import read_ifds
@@ -69,15 +66,6 @@ def _levels(path: Path, count: int) -> list[np.ndarray]:
     return out
 
 
-def _assert_valid_cog(path: Path) -> None:
-    valid, errors, _ = cog_validate(path, quiet=True)
-    assert valid, errors
-    gdalinfo = shutil.which("gdalinfo")
-    if gdalinfo:
-        run = subprocess.run([gdalinfo, "-checksum", str(path)], capture_output=True, text=True)
-        assert run.returncode == 0 and "Checksum=" in run.stdout, run.stderr
-
-
 @pytest.mark.parametrize(("window", "block_px", "tile", "rounds"), [
     # 2897 x 2395 px, 512 px tiles, overviews 2, 4, 8: 3 x 3 blocks of 1024 px, three rounds;
     # the triangle misses the top-right block.
@@ -110,7 +98,7 @@ def test_the_same_file_as_write_cog(store, client, tmp_path, window, block_px, t
     for ours, theirs in zip(_levels(dst, len(ref.overviews)), _levels(ref.path, len(ref.overviews)),
                             strict=True):
         np.testing.assert_array_equal(ours, theirs)
-    _assert_valid_cog(dst)
+    assert_valid_cog(dst)
     assert os.listdir(dst.parent) == ["p.tif"]  # no part, stage or partial file
 
 
@@ -194,7 +182,7 @@ def test_a_cluster_gone_mid_write_leaves_no_file_and_a_new_attempt_finishes(stor
         assert not set(first) & set(future.keys)  # keys unique per attempt
         future.result()
     assert os.listdir(dst.parent) == ["p.tif"]  # the forgotten attempt's parts removed too
-    _assert_valid_cog(dst)
+    assert_valid_cog(dst)
 
 
 def test_default_blocks_are_tile_times_step(store, client, tmp_path):
@@ -222,4 +210,4 @@ def test_a_geographic_grid_gets_the_same_pixels(client, tmp_path):
     assert report.class_km2 == pytest.approx(ref.class_km2, rel=1e-9)
     for ours, theirs in zip(_levels(report.path, 2), _levels(ref.path, 2), strict=True):
         np.testing.assert_array_equal(ours, theirs)
-    _assert_valid_cog(report.path)
+    assert_valid_cog(report.path)
