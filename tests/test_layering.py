@@ -104,3 +104,9 @@ def test_the_check_sees_each_import_form(source):
 def test_the_cluster_package_itself_imports_nothing():
     # Worker processes import sinolc_dist.cluster.worker_logs: the package must not pull dask-jobqueue in.
     assert not imported(ast.parse((PACKAGE / "cluster" / "__init__.py").read_text(encoding="utf-8")))
+
+
+def test_test_files_have_unique_names():
+    # pytest imports test files by their basename (no __init__.py in tests/): two alike would not collect.
+    names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

@@ -44,7 +44,7 @@ from sinolc_dist.regions.region import to_crs
 from sinolc_dist.rundir import stores
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE
-from sinolc_dist.validate import report
+from sinolc_dist.validate import result_files
 from sinolc_dist.validate.agreement import AgreementWriter
 from sinolc_dist.validate.metrics import Accuracy, accuracy, confusion
 from sinolc_dist.validate.pointfile import load_class_map
@@ -344,17 +344,17 @@ def write_against_results(folder: Path, result: AgainstResult, legend: Legend) -
     ``accuracy.csv``, ``classes.csv``, ``confusion.csv``/``.png`` (pixels),
     ``crosstab_km2.csv`` (non-zero cells per scope) and ``report.json``.
     """
-    report.results_folder(folder)
+    result_files.results_folder(folder)
     names = {s: scope_name(s) for s in result.scopes}
     cells = [[scope, names.get(scope, scope), c, legend.name_of(c), t, legend.name_of(t), m[i, j]]
              for scope, m in result.km2.items() for i, c in enumerate(result.codes)
              for j, t in enumerate(result.codes) if m[i, j]]
-    paths = [report.write_csv(folder / "accuracy.csv", report.ACCURACY_HEADER,
-                              report.accuracy_rows(result.scopes, names)),
-             report.write_csv(folder / "classes.csv", report.CLASS_HEADER,
-                              report.class_rows(result.scopes, legend)),
-             *report.write_confusion(folder, result.scopes[NATIONAL], legend, unit="pixels"),
-             report.write_csv(folder / "crosstab_km2.csv", ("scope", "name", "map_code", "map_class",
+    paths = [result_files.write_csv(folder / "accuracy.csv", result_files.ACCURACY_HEADER,
+                              result_files.accuracy_rows(result.scopes, names)),
+             result_files.write_csv(folder / "classes.csv", result_files.CLASS_HEADER,
+                              result_files.class_rows(result.scopes, legend)),
+             *result_files.write_confusion(folder, result.scopes[NATIONAL], legend, unit="pixels"),
+             result_files.write_csv(folder / "crosstab_km2.csv", ("scope", "name", "map_code", "map_class",
                                                             "other_code", "other_class", "km2"), cells)]
     class_names = legend.class_names()
     doc = {"against": result.source, "resample": result.resample, "agreement_map": str(result.agreement),
@@ -362,5 +362,5 @@ def write_against_results(folder: Path, result: AgainstResult, legend: Legend) -
            "scopes": {s: {"name": names[s], **a.to_dict(class_names),
                           "km2": result.km2.get(s, np.zeros((0, 0))).tolist()}
                       for s, a in result.scopes.items()}}
-    paths.append(report.write_json(folder / "report.json", doc))
+    paths.append(result_files.write_json(folder / "report.json", doc))
     return [result.agreement, *paths]

@@ -32,7 +32,7 @@ from sinolc_dist.errors import InputError
 from sinolc_dist.legend import Legend
 from sinolc_dist.regions.provinces import PROVINCES, province_by_name
 from sinolc_dist.rundir.layout import RunDir
-from sinolc_dist.validate import report
+from sinolc_dist.validate import result_files
 from sinolc_dist.validate.pointfile import label_codes, load_class_map
 
 Areas = dict[str, dict[int, float]]
@@ -147,7 +147,7 @@ def compare_stats(rundir: RunDir, path: str | Path, legend: Legend,
 
 def write_stats_results(folder: Path, result: StatsResult, legend: Legend) -> list[Path]:
     """Write ``misestimation.csv`` (per province and overall), ``classes.csv`` and ``report.json``."""
-    report.results_folder(folder)
+    result_files.results_folder(folder)
     rows = [[p, PROVINCES[p].name_en, sum(off.values()), sum(result.ours[p].get(k, 0.0) for k in off),
              result.rate(p)] for p, off in result.official.items()]
     total = ["", "overall", sum(r[2] for r in rows), sum(r[3] for r in rows), result.overall]
@@ -162,7 +162,7 @@ def write_stats_results(folder: Path, result: StatsResult, legend: Legend) -> li
                                    "relative_error": None if r[4] != r[4] else r[4]} for r in classes},
            "provinces_not_in_run": list(result.missing_ours), "unknown_classes": list(result.unknown)}
     header = ("adcode", "province", "official_km2", "ours_km2", "misestimation")
-    return [report.write_csv(folder / "misestimation.csv", header, [*rows, total]),
-            report.write_csv(folder / "classes.csv", ("code", "class", "official_km2", "ours_km2",
+    return [result_files.write_csv(folder / "misestimation.csv", header, [*rows, total]),
+            result_files.write_csv(folder / "classes.csv", ("code", "class", "official_km2", "ours_km2",
                                                       "relative_error"), classes),
-            report.write_json(folder / "report.json", doc)]
+            result_files.write_json(folder / "report.json", doc)]

@@ -29,7 +29,7 @@ from sinolc_dist.legend import Legend
 from sinolc_dist.regions.provinces import PROVINCES
 from sinolc_dist.rundir.layout import RunDir
 from sinolc_dist.rundir.state import DONE, NO_IMAGERY
-from sinolc_dist.validate import report
+from sinolc_dist.validate import result_files
 from sinolc_dist.validate.metrics import Accuracy, Stratified, accuracy, confusion, stratified
 from sinolc_dist.validate.pointfile import label_codes, load_class_map, read_point_file
 from sinolc_dist.validate.runmap import OUTSIDE, STATUS_CODE, RunMap
@@ -144,23 +144,23 @@ def write_points_results(folder: Path, result: PointsResult, legend: Legend) -> 
     ``accuracy.csv``, ``classes.csv``, ``confusion.csv``/``.png``, ``excluded.csv``,
     ``stratified.csv`` (with ``--strata class``) and ``report.json``.
     """
-    report.results_folder(folder)
+    result_files.results_folder(folder)
     names = {s: scope_name(s) for s in result.scopes}
-    paths = [report.write_csv(folder / "accuracy.csv", report.ACCURACY_HEADER,
-                              report.accuracy_rows(result.scopes, names)),
-             report.write_csv(folder / "classes.csv", report.CLASS_HEADER,
-                              report.class_rows(result.scopes, legend)),
-             *report.write_confusion(folder, result.national, legend),
-             report.write_csv(folder / "excluded.csv", ("id", "x", "y", "label", "reason"),
+    paths = [result_files.write_csv(folder / "accuracy.csv", result_files.ACCURACY_HEADER,
+                              result_files.accuracy_rows(result.scopes, names)),
+             result_files.write_csv(folder / "classes.csv", result_files.CLASS_HEADER,
+                              result_files.class_rows(result.scopes, legend)),
+             *result_files.write_confusion(folder, result.national, legend),
+             result_files.write_csv(folder / "excluded.csv", ("id", "x", "y", "label", "reason"),
                               ([e.id, e.x, e.y, e.label, e.reason] for e in result.excluded))]
     if result.stratified is not None:
-        paths.append(report.write_csv(folder / "stratified.csv", report.STRATIFIED_HEADER,
-                                      report.stratified_rows(result.stratified, legend)))
+        paths.append(result_files.write_csv(folder / "stratified.csv", result_files.STRATIFIED_HEADER,
+                                      result_files.stratified_rows(result.stratified, legend)))
     class_names = legend.class_names()
     doc = {"points": result.source, "counts": result.counts(),
            "unproducible_reference_classes": list(result.unproducible),
            "scopes": {s: {"name": names[s], **a.to_dict(class_names)} for s, a in result.scopes.items()},
            "stratified": None if result.stratified is None else result.stratified.to_dict(class_names),
            "area_unit": "km2"}
-    paths.append(report.write_json(folder / "report.json", doc))
+    paths.append(result_files.write_json(folder / "report.json", doc))
     return paths

@@ -33,7 +33,7 @@ from sinolc_dist.errors import ConfigError, InputError
 from sinolc_dist.grid import LONLAT, ChunkId
 from sinolc_dist.regions.region import to_crs
 from sinolc_dist.rundir import stores
-from sinolc_dist.validate import gpkg, report
+from sinolc_dist.validate import gpkg, result_files
 from sinolc_dist.validate.runmap import RunMap
 
 SAMPLE_STRATA = ("none", "class", "province")
@@ -159,15 +159,15 @@ def write_sample(path: Path, sample: Sample, rm: RunMap) -> tuple[Path, Path]:
     lon, lat = Transformer.from_crs(rm.grid.crs, LONLAT, always_xy=True).transform(x, y)
     n = len(sample.rows)
     ids = list(range(1, n + 1))
-    report.results_folder(path.parent)
+    result_files.results_folder(path.parent)
     if suffix == ".gpkg":
         gpkg.write_points(path, np.asarray(lon), np.asarray(lat),
                           {"id": ids, "lon": np.asarray(lon).tolist(), "lat": np.asarray(lat).tolist(),
                            "x": np.asarray(x).tolist(), "y": np.asarray(y).tolist(), "label": [""] * n})
     else:  # text at 1e-8 degrees (1 mm) and 1 mm: a point stays inside its pixel
-        report.write_csv(path, ("id", "lon", "lat", "x", "y", "label"),
+        result_files.write_csv(path, ("id", "lon", "lat", "x", "y", "label"),
                          ([i, f"{a:.8f}", f"{b:.8f}", f"{c:.3f}", f"{d:.3f}", ""]
                           for i, a, b, c, d in zip(ids, *map(np.ravel, (lon, lat, x, y)), strict=True)))
     design = path.with_suffix(".json")
-    report.write_json(design, {**sample.design(), "grid_crs": rm.grid.crs, "points": str(path)})
+    result_files.write_json(design, {**sample.design(), "grid_crs": rm.grid.crs, "points": str(path)})
     return path, design
