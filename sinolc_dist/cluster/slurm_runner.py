@@ -9,9 +9,11 @@ scheduler in its own process (with one worker beside it on its own GPU, unless
 ``<run-dir>/.dask-runner/scheduler-<job id>.json``.  Every other task becomes a
 Dask worker through dask-jobqueue's :class:`~dask_jobqueue.slurm.SLURMRunner`
 (its MPI-free runner: roles from ``SLURM_PROCID``, the address from the file)
-and ends when the driver closes the cluster.  Nothing is submitted during the
-run, so the state, resume and rerun are those of the adaptive mode: a second
-allocation resumes where the first stopped.
+and ends when the driver closes the cluster, or at once when the driver ends
+without starting one (nothing left to do, or an error it printed: it leaves
+``<job id>.ended`` beside the scheduler file), so no allocation idles to its
+walltime.  Nothing is submitted during the run, so the state, resume and rerun
+are those of the adaptive mode: a second allocation resumes where the first stopped.
 
 Profile keys: ``queue``, ``account``, ``walltime``, ``nodes``, ``tasks`` (all
 of them, the driver's included; default ``nodes`` × ``tasks_per_node``),
@@ -23,6 +25,7 @@ task), ``gpus_per_task``, ``worker_on_driver``, ``job_extra_directives``,
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import time
@@ -119,11 +122,19 @@ class SlurmRunner(Slurm):
         """
         self.check(settings)
         rank, _, job_id = allocation()
-        if rank == 0:
+        folder = RunDir(Path(run_dir).resolve()).root / ".dask-runner"
+        ended = folder / f"{job_id}.ended"
+        if rank == 0:  # the driver: when it ends, tasks still waiting for a scheduler end too
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            atexit.register(ended.touch)
             return False
+        scheduler_file = _scheduler_file(folder, job_id)
+        while not scheduler_file.exists():  # written once the driver starts its cluster
+            if ended.exists():  # the driver ended without one (nothing to do, or an error it printed)
+                return True
+            time.sleep(0.5)
         from dask_jobqueue.slurm import SLURMRunner
 
-        folder = RunDir(Path(run_dir).resolve()).root / ".dask-runner"
         options = {**_worker_options(settings), "security": _worker_security(folder, job_id, settings)}
         try:
             SLURMRunner(scheduler=True, client=False, scheduler_file=str(_scheduler_file(folder, job_id)),
@@ -211,15 +222,9 @@ def _worker_options(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_security(folder: Path, job_id: str, settings: dict[str, Any]) -> Security | None:
-    """The TLS a worker task uses: task 0's certificate files, once its scheduler file is there.
-
-    Task 0 writes the certificates before it starts the scheduler, which writes the file.
-    """
+    """The TLS a worker task uses: task 0's certificate files (written before its scheduler file)."""
     if not settings.get("tls", True):
         return None
-    scheduler_file = _scheduler_file(folder, job_id)
-    while not scheduler_file.exists():
-        time.sleep(0.2)
     paths = {name: str(folder / f"{job_id}.{name}.pem") for name in _TLS_FILES}
     return Security(tls_ca_file=paths["ca"], tls_worker_cert=paths["cert"], tls_worker_key=paths["key"],
                     require_encryption=True)

@@ -155,3 +155,12 @@ class TestOneAllocation:
         log = rundir.driver_job_output(second).read_text()
         assert re.search(r"^0: chunks planned: 12, already done: [1-9]", log, re.M), log  # a resume
         assert re.search(r"^1: .*Start worker at:\s+tls://127\.0\.0\.1:", log, re.M), log
+        # Once more on the finished run: the driver starts no cluster, and its worker task does not wait
+        # for one until the walltime.
+        third = submit(req)
+        try:
+            wait_until(lambda: ended(third), 120, f"ended (job {third}: a worker task waiting for ever?)")
+        finally:
+            subprocess.run(["scancel", third], check=False)
+        assert (rundir.root / ".dask-runner" / f"{third}.ended").exists()
+        assert "chunks planned: 12, already done: 12" in rundir.driver_job_output(third).read_text()
