@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import done_count, driver_args, run_output
+from conftest import WORKFLOW, done_count, driver_args, prepared_run, run_output
 
 from sinolc_dist.cluster.profiles import check_profile
 from sinolc_dist.cluster.registry import scheduler
@@ -102,12 +102,12 @@ def submit(req) -> str:
     return re.search(r"driver job: (\d+)", proc.stdout)[1]
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
+def wait_until(condition, timeout: float, what: str, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.5)
+        time.sleep(every)
     raise AssertionError(f"not {what} after {timeout} s")
 
 
@@ -135,12 +135,16 @@ class TestOneAllocation:
         assert np.array_equal(run_output(rundir, small_run["scene"].window), reference)
 
     def test_a_cancelled_allocation_is_resumed_by_the_next_with_no_chunk_lost(
-            self, small_run_one_chunk_tasks, reference, tmp_path):
-        run = small_run_one_chunk_tasks
+            self, random_checkpoint, reference, tmp_path):
+        # One chunk per task and one task in flight: the run is still going when its first chunk is done.
+        one_by_one = (WORKFLOW % random_checkpoint).replace("shard: 2", "shard: 1").replace(
+            "max_in_flight: 4", "max_in_flight: 1")
+        run = prepared_run(tmp_path, one_by_one)
         rundir, req = run["rundir"], replace(run["req"], cluster=profile(tmp_path), mosaic=False)
         first = submit(req)
         try:
-            wait_until(lambda: rundir.state.exists() and done_count(rundir) >= 1, 300, "one chunk done")
+            wait_until(lambda: rundir.state.exists() and done_count(rundir) >= 1, 300, "one chunk done",
+                       every=0.05)
         finally:
             subprocess.run(["scancel", first], check=False)
         wait_until(lambda: ended(first), 120, f"ended (job {first})")
