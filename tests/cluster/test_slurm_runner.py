@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import WORKFLOW, done_count, driver_args, prepared_run, run_output
+from conftest import done_count, driver_args, run_output
 
 from sinolc_dist.cluster.profiles import check_profile
 from sinolc_dist.cluster.registry import scheduler
@@ -111,6 +113,16 @@ def wait_until(condition, timeout: float, what: str, every: float = 0.5) -> None
     raise AssertionError(f"not {what} after {timeout} s")
 
 
+def freeze_task(job_id: str, task: int) -> list[int]:
+    """SIGSTOP the processes of one task of a job's step (``scontrol listpids``); their PIDs."""
+    out = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout
+    pids = [int(f[0]) for f in (line.split() for line in out.splitlines()[1:])
+            if len(f) == 5 and f[2] != "batch" and f[4] == str(task)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
 def ended(job_id: str) -> bool:
     return scheduler("slurm").job_status(job_id)[0] != "alive"
 
@@ -135,20 +147,20 @@ class TestOneAllocation:
         assert np.array_equal(run_output(rundir, small_run["scene"].window), reference)
 
     def test_a_cancelled_allocation_is_resumed_by_the_next_with_no_chunk_lost(
-            self, random_checkpoint, reference, tmp_path):
-        # One chunk per task and one task in flight: the run is still going when its first chunk is done.
-        one_by_one = (WORKFLOW % random_checkpoint).replace("shard: 2", "shard: 1").replace(
-            "max_in_flight: 4", "max_in_flight: 1")
-        run = prepared_run(tmp_path, one_by_one)
+            self, small_run_one_chunk_tasks, reference, tmp_path):
+        run = small_run_one_chunk_tasks
         rundir, req = run["rundir"], replace(run["req"], cluster=profile(tmp_path), mosaic=False)
+        shards = rundir.output / "classes" / "c"
         first = submit(req)
-        try:
-            wait_until(lambda: rundir.state.exists() and done_count(rundir) >= 1, 300, "one chunk done",
-                       every=0.05)
+        try:  # the moment the only worker (task 1) has written three shards, freeze it: the run is mid-way
+            wait_until(lambda: shards.is_dir() and sum(p.is_file() for p in shards.rglob("*")) >= 3, 300,
+                       "three shards written", every=0.02)
+            frozen = freeze_task(first, 1)
         finally:
             subprocess.run(["scancel", first], check=False)
         wait_until(lambda: ended(first), 120, f"ended (job {first})")
-        assert done_count(rundir) < 12
+        before = done_count(rundir)
+        assert frozen and before < 12
         second = submit(req)
         try:
             wait_until(lambda: ended(second), 300, f"ended (job {second})")
@@ -157,7 +169,8 @@ class TestOneAllocation:
         assert done_count(rundir) == 12, rundir.driver_job_output(second).read_text()
         assert np.array_equal(run_output(rundir, run["scene"].window), reference)
         log = rundir.driver_job_output(second).read_text()
-        assert re.search(r"^0: chunks planned: 12, already done: [1-9]", log, re.M), log  # a resume
+        resumed = re.search(r"^0: chunks planned: 12, already done: (\d+)$", log, re.M)  # a resume
+        assert resumed and before <= int(resumed[1]) < 12, log
         assert re.search(r"^1: .*Start worker at:\s+tls://127\.0\.0\.1:", log, re.M), log
         # Once more on the finished run: the driver starts no cluster, and its worker task does not wait
         # for one until the walltime.
