@@ -135,7 +135,8 @@ class TestSge(SchedulerContract):
 
     @pytest.mark.parametrize(("extra", "said", "key"), [
         pytest.param({"resource_spec": "gpu=1"}, 'Unable to run job: unknown resource "gpu"',
-                     "'resource_spec' (gpu=) (now resource_spec: 'gpu=1')", id="unknown-resource"),
+                     "'gpus_per_job' or 'resource_spec' (gpu=) (now resource_spec: 'gpu=1')",
+                     id="unknown-resource"),
         pytest.param({"job_extra_directives": ["-pe mpi 1"]},
                      'the requested parallel environment "mpi" does not exist',
                      "'job_extra_directives' (the -pe line)", id="unknown-pe"),
