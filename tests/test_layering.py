@@ -110,3 +110,9 @@ def test_test_files_have_unique_names():
     # pytest imports test files by their basename (no __init__.py in tests/): two alike would not collect.
     names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_there_is_one_conftest():
+    # Worker processes import `conftest` by name: a second conftest.py would shadow tests/conftest.py there.
+    assert [p.relative_to(PACKAGE.parent) for p in (PACKAGE.parent / "tests").rglob("conftest.py")] == \
+        [Path("tests/conftest.py")]
