@@ -5,11 +5,13 @@ rectangle for every block of kept rows × kept columns, placed where the
 strips before it no longer are, so the right and bottom parts move inward and
 the top-left origin, pixel size, CRS, nodata, dtype, colour table, band
 description, dataset and band tags and the raster attribute table (read from
-the file's ``.aux.xml``, where GDAL keeps a GeoTIFF's RAT) come along.  GDAL's
-COG driver (or the GTiff driver, ``--format gtiff``) then streams it block by
-block into a partial file beside the target (compression on every core), which
-is validated (COG) and renamed into place with its ``.aux.xml``: memory stays
-at GDAL's block cache whatever the file's size.  The dataset tag
+the file's ``.aux.xml``, where GDAL keeps a GeoTIFF's RAT) come along.  For a
+COG, one streamed pass over it makes the overview levels
+(:mod:`sinolc_dist.audit.overviews`, nearest); GDAL's COG driver (or the GTiff
+driver, ``--format gtiff``, no overviews) then streams it block by block into
+a partial file beside the target (compression on every core), which is
+validated (COG) and renamed into place with its ``.aux.xml``: memory stays at
+one block and GDAL's block cache whatever the file's size.  The dataset tag
 ``SINOLC_REPAIRED`` records what was removed, in the original file's pixels.
 """
 
@@ -31,9 +33,11 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 from rio_cogeo.cogeo import cog_validate
 
+from sinolc_dist.audit.overviews import with_overviews, write_levels
 from sinolc_dist.audit.report import audit
 from sinolc_dist.audit.source import GDAL_ENV, open_map
 from sinolc_dist.audit.strips import AXES, Strip
+from sinolc_dist.cog_layout import layout
 from sinolc_dist.errors import ConfigError, InputError
 from sinolc_dist.files import partial_path, replacing, writable_folder
 from sinolc_dist.gdal_errors import caught_gdal_errors
@@ -44,8 +48,7 @@ FORMATS = ("cog", "gtiff")
 #: Disk needed while writing, in multiples of the input's bytes (for the pixels kept).
 _SPACE = {"cog": 2.0, "gtiff": 1.2}
 _OPTIONS = {
-    "cog": {"COMPRESS": "DEFLATE", "BLOCKSIZE": 512, "OVERVIEW_RESAMPLING": "NEAREST",
-            "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS", "SPARSE_OK": True},
+    "cog": {"COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS", "SPARSE_OK": True},
     "gtiff": {"TILED": True, "BLOCKXSIZE": 512, "BLOCKYSIZE": 512, "COMPRESS": "DEFLATE",
               "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS", "SPARSE_OK": True},
 }
@@ -132,7 +135,7 @@ def repair(path: Path, out: Path, strips: Sequence[Strip] | None = None, fmt: st
         for axis in AXES:
             _check_cuts(path, axis, size[axis], [s for s in strips if s.axis == axis])
         cols, rows = _kept(info.width, strips, "columns"), _kept(info.height, strips, "rows")
-        vrt = _vrt(src, path, cols, rows, list(strips))
+        vrt = _vrt(src, path, cols, rows, list(strips), fmt)
     width, height = sum(b - a for a, b, _ in cols), sum(b - a for a, b, _ in rows)
     _check_space(path, out, fmt, width * height / (info.width * info.height))
     _write(vrt, out, fmt)
@@ -185,8 +188,8 @@ def _kept(n: int, strips: Sequence[Strip], axis: str) -> list[tuple[int, int, in
 
 
 def _vrt(src: rasterio.io.DatasetReader, path: Path, cols: list[tuple[int, int, int]],
-         rows: list[tuple[int, int, int]], strips: list[Strip]) -> str:
-    """The VRT (XML text) of the repaired raster over ``src``."""
+         rows: list[tuple[int, int, int]], strips: list[Strip], fmt: str) -> str:
+    """The VRT (XML text) of the repaired raster over ``src``, written as ``fmt``."""
     width, height = sum(b - a for a, b, _ in cols), sum(b - a for a, b, _ in rows)
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
     ET.SubElement(root, "SRS").text = src.crs.to_wkt()
@@ -195,6 +198,8 @@ def _vrt(src: rasterio.io.DatasetReader, path: Path, cols: list[tuple[int, int, 
                for s in sorted(strips, key=lambda s: (s.axis, s.start))]
     tags = {**src.tags(), REPAIRED_TAG: json.dumps(removed)}
     tags.pop("OVERVIEW_RESAMPLING", None)
+    if fmt == "cog":  # its levels are made here (audit.overviews)
+        tags["OVERVIEW_RESAMPLING"] = "NEAREST"
     _metadata(root, tags)
     band = ET.SubElement(root, "VRTRasterBand", dataType=_gdal_type(src.dtypes[0]), band="1")
     if src.descriptions[0]:
@@ -264,7 +269,11 @@ def _rat(path: Path) -> ET.Element | None:
 
 
 def _write(vrt: str, out: Path, fmt: str) -> None:
-    """GDAL copies the VRT to a partial file beside ``out``; validated, it is renamed with its .aux.xml."""
+    """GDAL copies the VRT to a partial file beside ``out``; validated, it is renamed with its .aux.xml.
+
+    For a COG the overview levels are made first (:func:`~sinolc_dist.audit.overviews.write_levels`)
+    and declared in the VRT, so the COG driver only compresses them.
+    """
     caught: list[str] = []
     stale = Path(f"{out}.aux.xml")
     try:
@@ -272,8 +281,10 @@ def _write(vrt: str, out: Path, fmt: str) -> None:
             source = partial_path(out, ".vrt")
             source.write_text(vrt, encoding="utf-8")
             with caught_gdal_errors() as caught, rasterio.Env(GDAL_CACHEMAX=GDAL_ENV["GDAL_CACHEMAX"]):
-                rasterio.shutil.copy(source, partial, driver="COG" if fmt == "cog" else "GTiff",
-                                     **_OPTIONS[fmt])
+                options = dict(_OPTIONS[fmt])
+                if fmt == "cog":
+                    options.update(_cog_levels(source))
+                rasterio.shutil.copy(source, partial, driver="COG" if fmt == "cog" else "GTiff", **options)
             if caught:  # GDAL may finish a file whose writes failed: never rename one into place
                 raise OSError(caught[0])
             if fmt == "cog":
@@ -289,3 +300,20 @@ def _write(vrt: str, out: Path, fmt: str) -> None:
         detail = caught[0] if caught else str(exc)
         raise InputError(f"writing {out} failed ({detail}); nothing was left under that name: free space or "
                          "fix access there, then rerun repair") from None
+
+
+def _cog_levels(source: Path) -> dict[str, object]:
+    """Make the COG's overview levels beside the VRT ``source`` and declare them in it; the driver's options.
+
+    The level files are named after the partial file, so :func:`~sinolc_dist.files.replacing`
+    removes them whatever happens.
+    """
+    text = source.read_text(encoding="utf-8")
+    root = ET.fromstring(text)
+    tile, factors = layout(int(root.get("rasterXSize", 0)), int(root.get("rasterYSize", 0)))
+    if not factors:
+        return {"BLOCKSIZE": tile, "OVERVIEWS": "NONE"}
+    levels = write_levels(source, source.with_suffix(""), factors, tile)
+    source.write_text(with_overviews(text, levels), encoding="utf-8")
+    return {"BLOCKSIZE": tile, "OVERVIEWS": "FORCE_USE_EXISTING"}
+

@@ -20,6 +20,12 @@ in the tests or on the demo's output; finer grids (short stretches) may flag
 the odd chance pattern.  Offsets up to :data:`MAX_SHIFT` px along the line and
 overlaps and gaps up to :data:`DEPTH` px are seen; a wider overlap over the
 whole file is a duplicated strip (:mod:`sinolc_dist.audit.strips`).
+
+A tile shifted *across* a line skips ground on one side and repeats it on the
+other: it is found by the offsets along the lines across it and, where ground
+``k`` px apart differs enough, by the overlap.  The skipped side is not
+reported on its own: the missing ground is nowhere in the map, so it looks like
+any edge lying on the line.
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ from rasterio.warp import transform_bounds
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry.base import BaseGeometry
 
-from sinolc_dist.deliver.pyramid import Pyramid, layout
+from sinolc_dist.cog_layout import layout
+from sinolc_dist.deliver.pyramid import Pyramid
 from sinolc_dist.deliver.staging import (
     AREAS_TAG,
     CRS_TAG,

@@ -25,12 +25,13 @@ catalog, :mod:`sinolc_dist.deliver.stac`) holds the run id, folder, host and tim
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,10 +150,11 @@ class Deliveries:
             stores.open_array(self.rundir.output, self.grid)
             self._checked = True
         notes = []
+        last_finished = functools.cache(state.last_finished)  # one query for all the provinces, if needed
         for prov in provinces:
             if prov.adcode in self._running:
                 continue
-            job = self._job(prov, state, named)
+            job = self._job(prov, state, named, last_finished)
             if isinstance(job, str) or job is None:
                 notes.extend([job] if job else [])
                 continue
@@ -161,8 +163,12 @@ class Deliveries:
                      job.window.width, job.window.height, job.dst)
         return notes
 
-    def _job(self, prov: Province, state: StateStore, named: bool) -> _Job | str | None:
-        """A province's COG to write now, else the note saying why not (``None``: nothing to say)."""
+    def _job(self, prov: Province, state: StateStore, named: bool,
+             last_finished: Callable[[], dict[str, float]]) -> _Job | str | None:
+        """A province's COG to write now, else the note saying why not (``None``: nothing to say).
+
+        ``last_finished``: :meth:`StateStore.last_finished`, asked only when a COG already exists.
+        """
         contents, counts = Contents(), Counter[str]()
         for rec in state.records(prov.adcode):
             counts[rec.status] += 1
@@ -174,7 +180,7 @@ class Deliveries:
             return (f"{prov.name_en}: {missing} chunk(s) not done, mosaic skipped "
                     "(rerun them, or mosaic with --allow-incomplete)")
         dst = self.rundir.mosaic(prov.adcode, prov.name_en)
-        if (dst.exists() and dst.stat().st_mtime > state.last_finished().get(prov.adcode, 0.0)
+        if (dst.exists() and dst.stat().st_mtime > last_finished().get(prov.adcode, 0.0)
                 and cog_tags(dst).get(CRS_TAG, "grid") == self.crs_label):
             return f"{prov.name_en}: {dst.name} is up to date"
         tags = {**self._tags, "SINOLC_PROVINCE": f"{prov.adcode} {prov.name_zh} {prov.name_en}",

@@ -65,3 +65,20 @@ def test_lines_are_kept_only_where_a_full_depth_fits():
     assert lines.row_lines.tolist() == [128, 256]
     assert lines.columns.shape == (lines.col_lines.size, 2 * DEPTH, 300)
     assert Seam("rows", 128, 0, 128, "gap", 2, 1.0).to_dict()["kind"] == "gap"
+
+
+@pytest.mark.parametrize("shift", [3, 6])
+def test_a_tile_shifted_across_a_line_is_found_on_the_lines_that_show_it(ground, shift):
+    """Content k px further on: ground skipped on its left line, repeated on its right, off top and bottom.
+
+    The skipped side alone shows nothing a natural edge could not (the ground
+    that is missing is not in the map); the offsets along the lines across it
+    (and an overlap, where ground k px apart differs enough) are what reveal the
+    tile, and every finding lies on the tile's own lines.
+    """
+    image = ground[20:720, 20:920].copy()
+    image[256:384, 384:512] = ground[20 + 256:20 + 384, 20 + 384 + shift:20 + 512 + shift]
+    got = seams(image)
+    assert any(s.kind == "offset" and abs(s.shift) == shift for s in got)
+    tile_lines = {("rows", 256, 384), ("rows", 384, 384), ("columns", 384, 256), ("columns", 512, 256)}
+    assert all((s.axis, s.position, s.start) in tile_lines and s.kind in ("offset", "overlap") for s in got)
