@@ -138,7 +138,7 @@ def repair(path: Path, out: Path, strips: Sequence[Strip] | None = None, fmt: st
         vrt = _vrt(src, path, cols, rows, list(strips), fmt)
     width, height = sum(b - a for a, b, _ in cols), sum(b - a for a, b, _ in rows)
     _check_space(path, out, fmt, width * height / (info.width * info.height))
-    _write(vrt, out, fmt)
+    _write(vrt, out, fmt, (width, height))
     return RepairReport(path, out, sorted(strips, key=lambda s: (s.axis, s.start)), width, height, fmt,
                         out.stat().st_size, time.perf_counter() - start)
 
@@ -268,7 +268,7 @@ def _rat(path: Path) -> ET.Element | None:
     return None
 
 
-def _write(vrt: str, out: Path, fmt: str) -> None:
+def _write(vrt: str, out: Path, fmt: str, size: tuple[int, int]) -> None:
     """GDAL copies the VRT to a partial file beside ``out``; validated, it is renamed with its .aux.xml.
 
     For a COG the overview levels are made first (:func:`~sinolc_dist.audit.overviews.write_levels`)
@@ -283,7 +283,7 @@ def _write(vrt: str, out: Path, fmt: str) -> None:
             with caught_gdal_errors() as caught, rasterio.Env(GDAL_CACHEMAX=GDAL_ENV["GDAL_CACHEMAX"]):
                 options = dict(_OPTIONS[fmt])
                 if fmt == "cog":
-                    options.update(_cog_levels(source))
+                    options.update(_cog_levels(source, vrt, size))
                 rasterio.shutil.copy(source, partial, driver="COG" if fmt == "cog" else "GTiff", **options)
             if caught:  # GDAL may finish a file whose writes failed: never rename one into place
                 raise OSError(caught[0])
@@ -302,18 +302,16 @@ def _write(vrt: str, out: Path, fmt: str) -> None:
                          "fix access there, then rerun repair") from None
 
 
-def _cog_levels(source: Path) -> dict[str, object]:
-    """Make the COG's overview levels beside the VRT ``source`` and declare them in it; the driver's options.
+def _cog_levels(source: Path, vrt: str, size: tuple[int, int]) -> dict[str, object]:
+    """Make the levels beside ``source`` (text ``vrt``, ``size`` px), declare them in it; the options.
 
     The level files are named after the partial file, so :func:`~sinolc_dist.files.replacing`
     removes them whatever happens.
     """
-    text = source.read_text(encoding="utf-8")
-    root = ET.fromstring(text)
-    tile, factors = layout(int(root.get("rasterXSize", 0)), int(root.get("rasterYSize", 0)))
+    tile, factors = layout(*size)
     if not factors:
         return {"BLOCKSIZE": tile, "OVERVIEWS": "NONE"}
     levels = write_levels(source, source.with_suffix(""), factors, tile)
-    source.write_text(with_overviews(text, levels), encoding="utf-8")
+    source.write_text(with_overviews(vrt, levels), encoding="utf-8")
     return {"BLOCKSIZE": tile, "OVERVIEWS": "FORCE_USE_EXISTING"}
 
